@@ -51,9 +51,9 @@ class GatedConv(nn.Module):
         self.logits = self.labels = self.mask = None
 
     @property
-    def apply(self): return _ApplyMode(self._apply, self)
+    def apply(self): return _ApplyMode(self._mask_choice, self)
     @apply.setter
-    def apply(self, value): self._apply = _check_choice('apply', value, APPLY_MODES)
+    def apply(self, value): self._mask_choice = _check_choice('apply', value, APPLY_MODES)
 
 # %% ../nbs/04_gating.ipynb #c009
 @torch.no_grad()
@@ -69,8 +69,8 @@ def _forward(self: GatedConv, x: Tensor, residual: Tensor | None = None) -> Tens
     y = self.act(y)
     self.logits = self.predictor(x.detach() if self.mode == 'decoupled' else x)  # (B, C)
     self.labels = _labels(self, y)                                              # (B, C)
-    if self._apply == 'predicted': self.mask = (self.logits.detach() > 0).to(y.dtype)
-    elif self._apply == 'oracle': self.mask = self.labels
+    if self._mask_choice == 'predicted': self.mask = (self.logits.detach() > 0).to(y.dtype)
+    elif self._mask_choice == 'oracle': self.mask = self.labels
     else: self.mask = torch.ones_like(self.labels)
     with torch.no_grad(): self.in_active, self.out_hw = (x != 0).flatten(2).any(2), y.shape[2] * y.shape[3]
     return y * self.mask[:, :, None, None]

@@ -116,3 +116,22 @@ def test_gated_conv_uniform_labels_and_joint_mode():
 def test_readme_is_current():
     r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'readme.py'), '--check'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+@pytest.mark.parametrize('mode', ['decoupled', 'joint'])
+def test_mask_loss_reaches_backbone_only_in_joint_mode(mode):
+    from hebbnb.models import create
+    torch.manual_seed(0)
+    m = gate(create('resnet20'), r=0.8, mode=mode)
+    m(torch.randn(4, 3, 32, 32))
+    layers = gated_layers(m)
+    mask_loss([g.logits for g in layers], [g.labels for g in layers]).backward()
+    heads = {id(p) for g in layers for p in g.predictor.parameters()}
+    backbone = sum(p.grad.abs().sum().item() for p in m.parameters() if id(p) not in heads and p.grad is not None)
+    assert all(g.predictor.fc.weight.grad.abs().sum() > 0 for g in layers)
+    assert (backbone == 0) == (mode == 'decoupled')
+
+def test_gated_model_moves_and_changes_memory_format():
+    from hebbnb.models import create
+    m = gate(create('resnet20')).to('cpu', memory_format=torch.channels_last)
+    assert m.layer1[0].conv1.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    m.apply(lambda mod: None)   # nn.Module.apply still works on gated models

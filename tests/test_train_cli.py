@@ -1,0 +1,147 @@
+"The training loop and the command line: end to end, resume, DDP, atomic checkpoints, signals, bad input."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, torch
+from hebbnb.train import tiny_config, fit, load_checkpoint, save_atomic, StopFlag, CKPT_FORMAT
+from hebbnb.cli import baseline_main, train_main, eval_main, estimate_main, quickstart_main
+
+BIN = Path(sys.executable).parent
+DATA = os.environ.get('HEBBNB_DATA')
+TINY = ['--dataset', 'synthetic', '--epochs', '1', '--batch-size', '32', '--max-steps', '3', '--no-progress', '--threads', '1']
+
+def call(main, argv):
+    "Run a console script's main in-process: (exit code, stdout, stderr)."
+    import contextlib, io
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try: main([str(a) for a in argv]); code = 0
+        except SystemExit as s: code = s.code
+    return code, o.getvalue(), e.getvalue()
+
+def script(name, *args, **kw):
+    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, timeout=kw.pop('timeout', 300), **kw)
+
+@pytest.fixture(scope='module')
+def base_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp('base')
+    code, out, err = call(baseline_main, TINY + ['--out', d])
+    assert code == 0, err
+    return d / 'last.pt'
+
+class StopAfter(StopFlag):
+    def __init__(self, n): super().__init__(); self.n = n
+    def agreed(self, rt): self.n -= 1; return self.n <= 0
+
+@pytest.mark.parametrize('method', ['baseline', 'ftwt'])
+def test_resume_equals_uninterrupted_run(tmp_path, base_ckpt, method):
+    kw = dict(method=method, init=str(base_ckpt) if method == 'ftwt' else None, epochs=3, max_steps=3, threads=1)
+    fit(tiny_config(out=str(tmp_path / 'straight'), **kw))
+    for n in (2, 4):   # stop twice: mid-epoch, then again
+        with pytest.raises(Exception, match='stopped at epoch'): fit(tiny_config(out=str(tmp_path / 'split'), **kw), resume=True, stop=StopAfter(n))
+    fit(tiny_config(out=str(tmp_path / 'split'), **kw), resume=True)
+    a, b = load_checkpoint(tmp_path / 'straight' / 'last.pt'), load_checkpoint(tmp_path / 'split' / 'last.pt')
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert [r['top1'] for r in a['log']] == [r['top1'] for r in b['log']]
+
+def test_ftwt_cooldown_freezes_heads(tmp_path, base_ckpt):
+    m = fit(tiny_config(method='ftwt', init=str(base_ckpt), epochs=2, cooldown=0.5, out=str(tmp_path / 'f'), threads=1))
+    log = load_checkpoint(tmp_path / 'f' / 'last.pt')['log']
+    assert [r['w'] for r in log] == [1.0, 0.0]
+    assert m['mask_accuracy'] is not None and m['r'] == 0.9
+
+def test_nonfinite_loss_stops_with_a_message(tmp_path, base_ckpt):
+    code, out, err = call(baseline_main, TINY + ['--lr', '1e30', '--epochs', '2', '--max-steps', '6', '--out', tmp_path / 'nan'])
+    assert code == 3 and 'loss is' in err and 'Traceback' not in err
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--arch', 'resnet19'], 'unknown arch'),
+    (['--dataset', 'mnist'], 'unknown dataset'),
+    (['--epochs', '0'], 'epochs must be at least 1'),
+    (['--config', 'no_such_recipe'], 'no config'),
+])
+def test_baseline_bad_input_is_one_line(tmp_path, argv, msg):
+    code, out, err = call(baseline_main, TINY + argv + ['--out', tmp_path / 'x'])
+    assert code == 2 and msg in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+
+def test_missing_data_is_one_line(tmp_path):
+    code, out, err = call(baseline_main, ['--dataset', 'cifar10', '--data', tmp_path / 'empty', '--no-download', '--out', tmp_path / 'x'])
+    assert code == 2 and 'HEBBNB_DATA' in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--r', '0'], 'r must lie in (0, 1]'), (['--r', '1.5'], 'r must lie in (0, 1]'), (['--r', 'nan'], 'r must lie in (0, 1]'),
+    (['--r', '0.9', '--arch', 'vgg16_bn'], 'holds a resnet20'),
+])
+def test_train_bad_input_is_one_line(tmp_path, base_ckpt, argv, msg):
+    code, out, err = call(train_main, TINY + ['--init', base_ckpt] + argv + ['--out', tmp_path / 'x'])
+    assert code == 2 and msg in err and 'Traceback' not in err, err
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    bad = tmp_path / 'bad.pt'; bad.write_bytes(b'\x00garbage')
+    for main, argv in [(train_main, TINY + ['--r', '0.9', '--out', tmp_path / 'x', '--init']), (eval_main, ['--ckpt']),
+                       (estimate_main, ['--r', '0.9', '--out', tmp_path / 'e', '--ckpt'])]:
+        code, _, err = call(main, argv + [tmp_path / 'none.pt'])
+        assert code == 2 and 'checkpoint not found' in err, err
+        code, _, err = call(main, argv + [bad])
+        assert code == 2 and 'corrupt' in err and 'Traceback' not in err, err
+
+def test_estimate_rejects_bad_r(tmp_path, base_ckpt):
+    code, _, err = call(estimate_main, ['--ckpt', base_ckpt, '--r', '0.9', '1.2', '--out', tmp_path])
+    assert code == 2 and 'r must lie in (0, 1]' in err
+
+def test_estimate_target_and_eval(tmp_path, base_ckpt):
+    code, out, err = call(estimate_main, ['--ckpt', base_ckpt, '--target-reduction', '30', '--batches', '2', '--batch-size', '32', '--out', tmp_path])
+    assert code == 0, err
+    res = json.loads((tmp_path / 'estimate.json').read_text())
+    assert abs(res['pick']['reduction'] - 30) <= 1 and (tmp_path / 'estimate.png').stat().st_size > 1000
+    code, out, err = call(eval_main, ['--ckpt', base_ckpt, '--max-batches', '1'])
+    assert code == 0 and json.loads(out)['flops_reduction'] == 0
+
+def test_sigterm_saves_and_resumes(tmp_path):
+    out = tmp_path / 'run'
+    p = subprocess.Popen([str(BIN / 'hebbnb-baseline'), *TINY[:2], '--epochs', '50', '--batch-size', '32', '--no-progress', '--threads', '1', '--out', str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if (out / 'log.csv').exists(): break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'continue with --resume' in err and 'Traceback' not in err, err
+    ck = load_checkpoint(out / 'last.pt')
+    assert ck['epoch'] < 50
+
+def test_atomic_checkpoint_survives_kill_mid_write(tmp_path):
+    path = tmp_path / 'last.pt'
+    save_atomic({'format': CKPT_FORMAT, 'gen': -1}, path)
+    writer = ("import sys, torch\nfrom hebbnb.train import save_atomic, CKPT_FORMAT\n"
+              "big = torch.randn(8_000_000)\n"
+              "for i in range(10**6): save_atomic({'format': CKPT_FORMAT, 'gen': i, 'w': big}, sys.argv[1])\n")
+    for delay in (0.8, 1.3, 2.1):
+        p = subprocess.Popen([sys.executable, '-c', writer, str(path)])
+        time.sleep(delay); p.kill(); p.wait()
+        assert isinstance(load_checkpoint(path)['gen'], int)      # never a torn file
+    assert not [f for f in os.listdir(tmp_path) if f.startswith('.') and not f.endswith('.tmp')]
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    torchrun = BIN / 'torchrun'
+    r = subprocess.run([str(torchrun), '--standalone', '--nproc_per_node', '2', '--no-python', str(BIN / 'hebbnb-baseline'),
+                        *TINY, '--epochs', '2', '--out', str(tmp_path / 'ddp')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / 'ddp' / 'metrics.json').read_text())
+    assert m['world_size'] == 2 and len(load_checkpoint(tmp_path / 'ddp' / 'last.pt')['log']) == 2
+
+@pytest.mark.skipif(not DATA, reason='HEBBNB_DATA not set')
+def test_pipeline_on_real_cifar_subset(tmp_path):
+    real = ['--dataset', 'cifar10', '--data', DATA, '--no-download', '--subset', '500', '--test-subset', '200', '--epochs', '1',
+            '--batch-size', '50', '--no-progress', '--threads', '2']
+    r = script('hebbnb-baseline', *real, '--out', tmp_path / 'base')
+    assert r.returncode == 0, r.stderr
+    r = script('hebbnb-estimate', '--ckpt', tmp_path / 'base' / 'last.pt', '--data', DATA, '--r', '0.8', '0.9', '--batches', '2', '--out', tmp_path / 'est')
+    assert r.returncode == 0, r.stderr
+    est = json.loads((tmp_path / 'est' / 'estimate.json').read_text())['estimates']
+    assert est[0]['reduction'] >= est[1]['reduction'] > 0
+    r = script('hebbnb-train', *real, '--init', tmp_path / 'base' / 'last.pt', '--r', '0.9', '--out', tmp_path / 'ftwt')
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / 'ftwt' / 'metrics.json').read_text())
+    assert m['method'] == 'ftwt' and 0 <= m['flops_reduction'] < 100 and m['dataset'] == 'cifar10'
+    r = script('hebbnb-eval', '--ckpt', tmp_path / 'ftwt' / 'best.pt', '--data', DATA, '--max-batches', '2')
+    assert r.returncode == 0 and 'top1' in json.loads(r.stdout)
