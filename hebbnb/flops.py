@@ -174,6 +174,6 @@ def plot_budget(curve: list[dict],             # output of `reduction_curve`
     for i, e in enumerate(curve):
         a2.plot(range(len(e['keep'])), e['keep'], '.-', color=cmap(i / max(1, len(curve) - 1)), label=f"r={e['r']:g}")
     a2.set(xlabel='gated layer l', ylabel='mean keep ratio k/C', ylim=(0, 1.05), title='per-layer keep ratio')
-    a2.legend(fontsize=7, ncol=2)
+    a2.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

@@ -374,8 +374,9 @@ def fit(cfg: TrainConfig,             # the run
                 if metrics['top1'] > best: save_atomic(ck, out / 'best.pt')
                 if tb: [tb.add_scalar(k, v, epoch + 1) for k, v in row.items() if isinstance(v, (int, float))]
             best = max(best, metrics['top1'])
+            heads = f"  mask acc {metrics['mask_accuracy']:.1f}%" if metrics['mask_accuracy'] is not None else ''
             _say(rt, f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.3f}  train {row['train_top1']:.2f}%  top1 {metrics['top1']:.2f}%  "
-                     f"FLOPs -{metrics['flops_reduction']:.1f}%  {row['seconds']:.0f}s")
+                     f"FLOPs reduction {metrics['flops_reduction']:.1f}%{heads}  {row['seconds']:.0f}s")
     finally:
         for s, h in handlers.items(): signal.signal(s, h)
         if tb: tb.close()
