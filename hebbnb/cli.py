@@ -164,6 +164,7 @@ def estimate_parser() -> argparse.ArgumentParser:
     g.add_argument('--target-reduction', type=float, help='find r for this FLOPs reduction, in %%')
     p.add_argument('--data', help='data folder (default: $HEBBNB_DATA, else ./data)')
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
+    p.add_argument('--estimator', default='forward', choices=('forward', 'dense'), help="labels applied as the forward goes, or read off one dense forward")
     p.add_argument('--batches', type=int, default=10, help='batches of training images to estimate on')
     p.add_argument('--batch-size', type=int, default=128, help='images per batch')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
@@ -190,11 +191,11 @@ def estimate_main(argv=None):
         model = model.to(batches[0].device)
         t0 = time.time()
         rs = sorted(set(a.r)) if a.r else DEFAULT_RS
-        curve = reduction_curve(model, batches, rs)
-        res = dict(ckpt=str(a.ckpt), arch=ck['arch'], images=sum(len(b) for b in batches), estimates=curve)
+        curve = reduction_curve(model, batches, rs, how=a.estimator)
+        res = dict(ckpt=str(a.ckpt), arch=ck['arch'], estimator=a.estimator, images=sum(len(b) for b in batches), estimates=curve)
         if a.target_reduction is not None:
             res['target_reduction'] = a.target_reduction
-            res['pick'] = r_for_budget(model, batches, a.target_reduction)
+            res['pick'] = r_for_budget(model, batches, a.target_reduction, how=a.estimator)
         res['seconds'] = time.time() - t0
         out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
         (out / 'estimate.json').write_text(json.dumps(res, indent=2))

@@ -13,7 +13,7 @@ from .gating import GatedConv, gate, gated_layers, set_apply, set_r
 from .mass import check_r
 
 # %% auto #0
-__all__ = ['conv_macs_per_sample', 'static_macs', 'dynamic_macs', 'head_macs', 'oracle_copy', 'reduction_curve',
+__all__ = ['ESTIMATORS', 'conv_macs_per_sample', 'static_macs', 'dynamic_macs', 'head_macs', 'oracle_copy', 'reduction_curve',
            'estimate_reduction', 'r_for_budget', 'plot_budget']
 
 # %% ../nbs/06_flops.ipynb #c006
@@ -100,51 +100,65 @@ def oracle_copy(model: nn.Module,          # dense or gated model (left untouche
     if not gated_layers(m): m = gate(m, labels=labels, keep=keep)
     return set_apply(m, 'oracle').eval()
 
+ESTIMATORS = ('forward', 'dense')
+
 @torch.no_grad()
-def _measure(gm: nn.Module, batches, r: float, static: int) -> dict:
+def _apply_labels(gm: nn.Module, x: Tensor, how: str):
+    "Forward the oracle copy with labels applied as the forward goes ('forward') or read off a dense forward ('dense')."
+    if how == 'forward': return gm(x)
+    set_apply(gm, 'none'); gm(x)                       # dense: every layer sees unpruned inputs
+    for g in gated_layers(gm): g.given = g.labels
+    set_apply(gm, 'given'); gm(x)                      # then all those labels at once
+    set_apply(gm, 'oracle')
+
+@torch.no_grad()
+def _measure(gm: nn.Module, batches, r: float, static: int, how: str = 'forward') -> dict:
     set_r(gm, r)
     device = next(gm.parameters()).device
     exact, paper, keep, n = [], [], 0., 0
     for xb in _tensors(batches):
-        gm(xb.to(device))
+        _apply_labels(gm, xb.to(device), how)
         exact.append(dynamic_macs(gm)); paper.append(dynamic_macs(gm, 'paper'))
         keep = keep + torch.stack([g.mask.float().mean(1).sum() for g in gated_layers(gm)])  # (L,)
         n += len(xb)
     macs, pmacs = torch.cat(exact).mean().item(), torch.cat(paper).mean().item()
     return dict(r=r, reduction=100 * (1 - macs / static), reduction_paper=100 * (1 - pmacs / static),
-                macs=macs, static_macs=static, keep=(keep / n).tolist())
+                macs=macs, static_macs=static, keep=(keep / n).tolist(), estimator=how)
 
 # %% ../nbs/06_flops.ipynb #c019
 def reduction_curve(model: nn.Module,    # dense or gated model
                     batches,             # list of (B, C, H, W) tensors or (x, y) pairs
                     rs,                  # thresholds to estimate
                     labels: str = 'mass', keep: float | None = None,
+                    how: str = 'forward',  # labels applied as the forward goes ('forward') or read off a dense forward ('dense')
                    ) -> list[dict]:
     "Before-training FLOPs-reduction estimates (in %) of a model for several thresholds r."
     batches = list(batches)
     if not batches: raise ValueError("need at least one batch to estimate on")
+    if how not in ESTIMATORS: raise ValueError(f"how must be one of {ESTIMATORS}, got {how!r}")
     gm = oracle_copy(model, labels, keep)
     static = static_macs(gm, tuple(next(_tensors(batches)).shape[1:]))
     names = [n for n, m in gm.named_modules() if isinstance(m, GatedConv)]
-    return [dict(_measure(gm, batches, check_r(r), static), layers=names) for r in rs]
+    return [dict(_measure(gm, batches, check_r(r), static, how), layers=names) for r in rs]
 
-def estimate_reduction(model: nn.Module, batches, r: float, labels: str = 'mass', keep: float | None = None) -> dict:
+def estimate_reduction(model: nn.Module, batches, r: float, labels: str = 'mass', keep: float | None = None, how: str = 'forward') -> dict:
     "Before-training FLOPs-reduction estimate (in %) at threshold `r`, with per-layer keep ratios."
-    return reduction_curve(model, batches, [r], labels, keep)[0]
+    return reduction_curve(model, batches, [r], labels, keep, how)[0]
 
-# %% ../nbs/06_flops.ipynb #c021
+# %% ../nbs/06_flops.ipynb #c023
 def r_for_budget(model: nn.Module,   # dense or gated model
                  batches,            # list of (B, C, H, W) tensors or (x, y) pairs
                  target: float,      # wanted FLOPs reduction, in %
                  tol: float = 0.25,  # stop when the estimate is this close to the target (points)
                  max_iter: int = 25, # bisection steps at most
+                 how: str = 'forward',  # estimator: 'forward' or 'dense' (see `reduction_curve`)
                 ) -> dict:
     "Find the heatmap-mass threshold r whose before-training estimate is `target`% FLOPs reduction."
     if not 0 < target < 100: raise ValueError(f"target must be a reduction in % between 0 and 100, got {target}")
     batches = list(batches)
     gm = oracle_copy(model)
     static = static_macs(gm, tuple(next(_tensors(batches)).shape[1:]))
-    measure = lambda r: _measure(gm, batches, r, static)
+    measure = lambda r: _measure(gm, batches, r, static, how)
     hi, lo = measure(1.0), measure(1e-3)
     if not hi['reduction'] - tol <= target <= lo['reduction'] + tol:
         raise ValueError(f"target {target}% is out of reach: this model's estimates span {hi['reduction']:.1f}% (r=1) to {lo['reduction']:.1f}% (r->0)")
@@ -157,7 +171,7 @@ def r_for_budget(model: nn.Module,   # dense or gated model
         else: b = e['r']
     return best
 
-# %% ../nbs/06_flops.ipynb #c023
+# %% ../nbs/06_flops.ipynb #c025
 def plot_budget(curve: list[dict],             # output of `reduction_curve`
                 target: float | None = None,   # a target reduction to mark, in %
                ):

@@ -16,7 +16,7 @@ from .predictor import MaskPredictor
 __all__ = ['APPLY_MODES', 'MODES', 'LABELS', 'GatedConv', 'GatedBasicBlock', 'gate', 'gated_layers', 'set_apply', 'set_r']
 
 # %% ../nbs/04_gating.ipynb #c006
-APPLY_MODES = ('predicted', 'oracle', 'none')
+APPLY_MODES = ('predicted', 'oracle', 'none', 'given')
 MODES, LABELS = ('decoupled', 'joint'), ('mass', 'uniform')
 
 def _check_choice(name, value, choices):
@@ -48,7 +48,7 @@ class GatedConv(nn.Module):
         self.r, self.keep = check_r(r), keep
         self.mode, self.labels_kind = _check_choice('mode', mode, MODES), _check_choice('labels', labels, LABELS)
         self.apply = 'predicted'
-        self.logits = self.labels = self.mask = None
+        self.logits = self.labels = self.mask = self.given = None
 
     @property
     def apply(self): return _ApplyMode(self._mask_choice, self)
@@ -71,7 +71,9 @@ def _forward(self: GatedConv, x: Tensor, residual: Tensor | None = None) -> Tens
     self.labels = _labels(self, y)                                              # (B, C)
     if self._mask_choice == 'predicted': self.mask = (self.logits.detach() > 0).to(y.dtype)
     elif self._mask_choice == 'oracle': self.mask = self.labels
-    else: self.mask = torch.ones_like(self.labels)
+    elif self._mask_choice == 'none': self.mask = torch.ones_like(self.labels)
+    elif self.given is None: raise ValueError("apply='given' needs a (B, C) mask in layer.given")
+    else: self.mask = self.given.to(y.dtype)
     with torch.no_grad(): self.in_active, self.out_hw = (x != 0).flatten(2).any(2), y.shape[2] * y.shape[3]
     return y * self.mask[:, :, None, None]
 
@@ -148,7 +150,7 @@ def gated_layers(model: nn.Module) -> list[GatedConv]:
     return [m for m in model.modules() if isinstance(m, GatedConv)]
 
 def set_apply(model: nn.Module, apply: str) -> nn.Module:
-    "Set the mask choice ('predicted', 'oracle' or 'none') of every gated layer."
+    "Set the mask choice ('predicted', 'oracle', 'none' or 'given') of every gated layer."
     for g in gated_layers(model): g.apply = apply
     return model
 

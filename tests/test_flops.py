@@ -126,3 +126,14 @@ def test_r_for_budget_rejects_unreachable_targets(resnet20_and_batch):
     m, batches = resnet20_and_batch
     with pytest.raises(ValueError, match='out of reach'): r_for_budget(m, batches, 99.99)
     with pytest.raises(ValueError, match='target'): r_for_budget(m, batches, 150)
+
+def test_dense_estimator_applies_labels_of_the_dense_forward(resnet20_and_batch):
+    m, batches = resnet20_and_batch
+    fwd, dns = estimate_reduction(m, batches, 0.8), estimate_reduction(m, batches, 0.8, how='dense')
+    assert fwd['estimator'] == 'forward' and dns['estimator'] == 'dense'
+    assert 0 < dns['reduction'] < 100 and 0 < fwd['reduction'] < 100 and dns['reduction'] != fwd['reduction']
+    with pytest.raises(ValueError, match='how must be'): estimate_reduction(m, batches, 0.8, how='later')
+
+def test_given_mode_needs_a_mask():
+    g = set_apply(gate(create('resnet20')), 'given')
+    with pytest.raises(ValueError, match='layer.given'): g(torch.randn(1, 3, 32, 32))

@@ -1,0 +1,97 @@
+"The sparse executor is exact against the masked model; its benchmark CLI writes the promised columns."
+import csv, json, os
+from pathlib import Path
+import pytest, torch
+from torch import nn
+from hebbnb.gating import gate, gated_layers, set_apply
+from hebbnb.models import conv_bn
+from hebbnb.sparse import (random_gated, to_sparse, check_exact, executed_macs, union_share, bench_main, cifar_images,
+                           BENCH_COLUMNS)
+
+torch.set_num_threads(1)
+
+def inputs(n=20, seed=1):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+@pytest.fixture(scope='module')
+def models():
+    return {a: random_gated(a, keep=0.5, n=24, seed=3) for a in ('resnet20', 'vgg16_bn')}
+
+def assert_exact(model, net, x):
+    r = check_exact(model, net, x)
+    assert r['max_abs_diff'] < 1e-4 and r['same_class'] == 1 and r['same_masks'] == 1, r
+
+@pytest.mark.parametrize('arch', ['resnet20', 'vgg16_bn'])
+def test_random_model_is_nontrivial(models, arch):
+    model = models[arch]
+    bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all((m.running_var - 1).abs().max() > 1e-3 and m.running_mean.abs().max() > 1e-3 for m in bn)
+    with torch.no_grad(): model(inputs())
+    for g in gated_layers(model):  # every layer: some filters on, some off, and masks differ between inputs
+        share = g.mask.mean().item()
+        assert 0.05 < share < 0.95
+        assert (g.mask != g.mask[:1]).any()
+
+@pytest.mark.parametrize('arch', ['resnet20', 'vgg16_bn'])
+def test_batch1_logits_masks_and_classes_exact(models, arch):
+    model = models[arch]
+    assert_exact(model, to_sparse(model), inputs())
+
+@pytest.mark.parametrize('arch', ['resnet20', 'vgg16_bn'])
+def test_batch_union_path_exact(models, arch):
+    model, x = models[arch], inputs(8)
+    net = to_sparse(model)
+    with torch.no_grad(): ref = set_apply(model, 'predicted').eval()(x)
+    assert (net(x) - ref).abs().max() < 1e-4
+    assert all(torch.equal(m, g.mask > 0) for m, g in zip(net.masks(), gated_layers(model)))
+
+def test_block_rounding_and_tuning_stay_exact(models):
+    model, x = models['resnet20'], inputs(10)
+    assert_exact(model, to_sparse(model, block=8, tune=True, warm=x[:2]), x)
+
+def test_post_labels_max_pool_heads_and_depthwise_exact():
+    x = inputs(6)
+    assert_exact(m := random_gated('resnet20', n=12, label_at='post', pool='max'), to_sparse(m), x)
+    assert_exact(m := random_gated('mobilenetv1', n=12), to_sparse(m), x[:3])
+
+def test_executed_macs_bound_the_exact_count(models):
+    from hebbnb.flops import dynamic_macs
+    model, net, x = models['resnet20'], to_sparse(models['resnet20']), inputs(4)
+    for xi in x:
+        with torch.no_grad(): net(xi[None]); model(xi[None])
+        ideal = dynamic_macs(model).item()
+        assert ideal <= executed_macs(net) <= 1.25 * ideal
+
+def test_union_share_grows_with_batch(models):
+    u = union_share(to_sparse(models['resnet20']), inputs(8), (1, 8))
+    assert 0 < u[1] < u[8] <= 1 + 1e-9
+
+def test_unsupported_module_fails_at_compile():
+    model = gate(nn.Sequential(conv_bn(3, 8), nn.Dropout(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)))
+    with pytest.raises(NotImplementedError, match='Dropout'): to_sparse(model)
+    with pytest.raises(ValueError, match='warm'): to_sparse(random_gated('resnet20', n=4), tune=True)
+
+@pytest.mark.skipif(not os.environ.get('HEBBNB_DATA'), reason='needs HEBBNB_DATA (real CIFAR-10)')
+@pytest.mark.parametrize('arch', ['resnet20', 'vgg16_bn'])
+def test_exact_on_real_cifar(arch):
+    model = random_gated(arch, x=cifar_images(128, 'train'))
+    assert_exact(model, to_sparse(model), cifar_images(40))
+
+def test_bench_cli_smoke(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        bench_main(['--arch', 'resnet20', '--quick', '--images', '4', '--threads', '1', '--out', str(tmp_path)])
+    assert e.value.code == 0
+    rows = list(csv.DictReader(open(tmp_path / 'speedup.csv')))
+    assert len(rows) == 1 and list(rows[0]) == BENCH_COLUMNS
+    row = rows[0]
+    assert row['arch'] == 'resnet20:random' and row['threads'] == '1' and row['torch'] == torch.__version__
+    for k in ('dense_ms', 'sparse_ms', 'sparse_p90_ms', 'static_ms', 'macs_ratio', 'R', 'efficiency'): assert float(row[k]) > 0
+    assert 0 <= float(row['slower_share']) <= 1 and float(row['macs_ratio']) > 1
+    assert json.load(open(tmp_path / 'bench.json'))['exact']['same_masks'] == 1
+    assert (tmp_path / 'speedup.png').stat().st_size > 0 and len((tmp_path / 'latency.csv').read_text().splitlines()) == 5
+
+def test_bench_cli_bad_input_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: bench_main(['--ckpt', str(tmp_path / 'missing.pt'), '--out', str(tmp_path)])
+    assert e.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'not found' in err[0]
