@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #c003
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, json, os, shlex, sys, time
 from dataclasses import asdict, fields
 from pathlib import Path
 import torch
@@ -109,10 +109,14 @@ def run_cli(prog: str, fn, argv=None) -> int:
 
 # %% ../nbs/09_cli.ipynb #c014
 def _train(stage: str, argv=None):
-    args = train_parser(stage).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = train_parser(stage)
+    args = parser.parse_args(argv)
     cfg = resolve_config(stage, args)
     metrics = fit(cfg, resume=args.resume)
-    if int(os.environ.get('RANK', 0)) == 0:
+    if int(os.environ.get('RANK', 0)) == 0:   # record the command that made the run, so anyone can rerun it
+        metrics['command'] = shlex.join([parser.prog, *argv])
+        (Path(cfg.out) / 'metrics.json').write_text(json.dumps(metrics, indent=2))
         print(json.dumps({k: metrics[k] for k in ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds')}))
 
 def baseline_main(argv=None):
