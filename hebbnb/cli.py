@@ -96,14 +96,14 @@ def resolve_config(stage: str, args: argparse.Namespace) -> TrainConfig:
 # %% ../nbs/09_cli.ipynb #c011
 def run_cli(prog: str, fn, argv=None) -> int:
     "Run `fn(argv)`; turn expected failures into one line on stderr and an exit code."
-    def fail(msg, code):
-        print(f"{prog}: error: {msg}", file=sys.stderr, flush=True); return code
+    def fail(msg, code, kind='error: '):
+        print(f"{prog}: {kind}{msg}", file=sys.stderr, flush=True); return code
     if os.environ.get('HEBBNB_DEBUG'): fn(argv); return 0
     try: fn(argv)
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e: return fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
     except NonFiniteLoss as e: return fail(f"{e}; the last good checkpoint is kept", 3)
-    except Interrupted as e: return fail(str(e), 130)
-    except KeyboardInterrupt: return fail('interrupted', 130)
+    except Interrupted as e: return fail(str(e), 130, kind='')
+    except KeyboardInterrupt: return fail('interrupted', 130, kind='')
     except Exception as e: return fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (HEBBNB_DEBUG=1 shows the traceback)", 1)
     return 0
 

@@ -234,18 +234,20 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
     "Top-1 (%), mean exact MACs, FLOPs reduction (%) in both conventions and mask accuracy (%) over `loader`."
     core = _unwrap(model).eval()
     layers = gated_layers(core)
-    sums = torch.zeros(6, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, right labels, labels
+    sums = torch.zeros(7, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, right labels, labels, kept share
     for x, y in _batches(loader, rt, max_steps):
         with rt.autocast(): out = core(x)
         sums[0] += (out.argmax(1) == y).sum(); sums[1] += len(y)
         if layers:
             sums[2] += dynamic_macs(core).sum(); sums[3] += dynamic_macs(core, 'paper').sum()
             sums[4] += sum(((g.logits > 0) == (g.labels > 0.5)).sum() for g in layers); sums[5] += sum(g.labels.numel() for g in layers)
-        else: sums[2] += static * len(y); sums[3] += static * len(y)
+            sums[6] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
+        else: sums[2:4] += static * len(y); sums[6] += len(y)
     if rt.distributed: dist.all_reduce(sums)
-    correct, n, macs, paper, right, nlab = sums.tolist()
+    correct, n, macs, paper, right, nlab, kept = sums.tolist()
     return dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
-                flops_reduction_paper=100 * (1 - paper / n / static), mask_accuracy=100 * right / nlab if nlab else None)
+                flops_reduction_paper=100 * (1 - paper / n / static), mask_accuracy=100 * right / nlab if nlab else None,
+                keep_ratio=kept / n)
 
 # %% ../nbs/08_train.ipynb #c028
 class NonFiniteLoss(RuntimeError): "The loss became NaN or infinite."
@@ -382,7 +384,7 @@ def fit(cfg: TrainConfig,             # the run
         if tb: tb.close()
     final = dict(top1=metrics.get('top1'), best_top1=best, macs=metrics.get('macs'), static_macs=static,
                  flops_reduction=metrics.get('flops_reduction'), flops_reduction_paper=metrics.get('flops_reduction_paper'),
-                 mask_accuracy=metrics.get('mask_accuracy'), head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
+                 mask_accuracy=metrics.get('mask_accuracy'), keep_ratio=metrics.get('keep_ratio'), head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
                  dataset=cfg.dataset, r=cfg.r if cfg.method == 'ftwt' else None, mode=cfg.mode if cfg.method == 'ftwt' else None,
                  labels=cfg.labels if cfg.method == 'ftwt' else None, keep=cfg.keep, epochs=cfg.epochs, subset=cfg.subset,
                  seconds=sum(r['seconds'] for r in rows), world_size=rt.world_size, device=str(rt.device), config=asdict(cfg))
