@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# FTWT on the full CIFAR-10 (JPEG copy) at CPU scale, with hebbnb's own commands (issue 6).
+# Usage: HEBBNB_DATA=../shared/data bash reproduce/cifar10_resnet20.sh [stage ...]
+# Stages: baseline estimate decoupled joint uniform collect (default: all, in that order). Every stage resumes or
+# skips runs that already finished, so the script can be rerun after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${HEBBNB_DATA:?set HEBBNB_DATA to the folder holding cifar10-jpeg.tar.gz}"
+RUNS="${RUNS:-runs/repro_cifar10_resnet20}"
+export OMP_WAIT_POLICY=PASSIVE
+COMMON=(--data "$DATA" --no-download --no-progress --threads "${THREADS:-2}")
+BASE="$RUNS/baseline/best.pt"
+done_run() { [ -f "$1/metrics.json" ]; }
+
+stage_baseline() {
+  done_run "$RUNS/baseline" || hebbnb-baseline --config cifar10_resnet20 "${COMMON[@]}" --seed 0 --out "$RUNS/baseline" --resume
+}
+stage_estimate() {
+  for est in forward dense; do
+    hebbnb-estimate --ckpt "$BASE" --data "$DATA" --no-download --estimator $est --r 0.75 0.8 0.85 0.9 0.95 1.0 --out "$RUNS/estimate_$est"
+  done
+  hebbnb-estimate --ckpt "$BASE" --data "$DATA" --no-download --target-reduction 50 --out "$RUNS/estimate_target50"
+}
+ftwt() {  # ftwt NAME ARGS...
+  local out="$RUNS/$1"; shift
+  done_run "$out" || hebbnb-train --config cifar10_resnet20 --init "$BASE" "${COMMON[@]}" "$@" --out "$out" --resume
+}
+stage_decoupled() { for r in 0.8 0.85 0.9 0.95; do ftwt "ftwt_decoupled_r$r" --r $r --mode decoupled; done; }
+stage_joint()     { for r in 0.85 0.9; do ftwt "ftwt_joint_r$r" --r $r --mode joint; done; }
+stage_uniform() {   # uniform labels keeping the share of filters the decoupled r=0.85 run kept
+  local keep; keep=$(python -c "import json; print(round(json.load(open('$RUNS/ftwt_decoupled_r0.85/metrics.json'))['keep_ratio'], 3))")
+  ftwt "uniform_keep$keep" --labels uniform --keep "$keep"
+}
+stage_collect() { python reproduce/collect.py "$RUNS" results/cifar10_resnet20.csv; }
+
+for s in ${@:-baseline estimate decoupled joint uniform collect}; do echo "== $s"; "stage_$s"; done

@@ -1,0 +1,43 @@
+"""Collect hebbnb run folders into one results CSV (one row per run).
+
+Usage: python reproduce/collect.py RUNS_DIR OUT.csv
+Reads RUNS_DIR/*/metrics.json, and RUNS_DIR/estimate_forward|estimate_dense/estimate.json for the before-training
+estimates. Reductions and top-1 are in %; macs are mean exact MACs per image.
+"""
+import csv, json, sys
+from pathlib import Path
+
+COLUMNS = ['dataset', 'arch', 'method', 'mode', 'r', 'keep', 'epochs', 'top1', 'macs', 'flops_reduction',
+           'flops_reduction_paper', 'estimated_reduction', 'estimated_reduction_dense', 'keep_ratio', 'mask_accuracy',
+           'seconds', 'command']
+
+def estimates(runs: Path, how: str) -> dict:
+    f = runs / f'estimate_{how}' / 'estimate.json'
+    return {round(e['r'], 4): e['reduction'] for e in json.loads(f.read_text())['estimates']} if f.exists() else {}
+
+def row(m: dict, est: dict, est_dense: dict) -> dict:
+    method = 'baseline' if m['method'] == 'baseline' else 'uniform' if m.get('labels') == 'uniform' else 'ftwt'
+    r = m.get('r') if method == 'ftwt' else None
+    key = round(r, 4) if r is not None else None
+    return dict(dataset=m['dataset'], arch=m['arch'], method=method, mode=m.get('mode') if method != 'baseline' else None, r=r,
+                keep=m.get('keep'), epochs=m['epochs'], top1=round(m['top1'], 2), macs=round(m['macs']),
+                flops_reduction=round(m['flops_reduction'], 2), flops_reduction_paper=round(m['flops_reduction_paper'], 2),
+                estimated_reduction=None if key is None else round(est.get(key), 2) if key in est else None,
+                estimated_reduction_dense=None if key is None else round(est_dense.get(key), 2) if key in est_dense else None,
+                keep_ratio=None if m.get('keep_ratio') is None else round(m['keep_ratio'], 4),
+                mask_accuracy=None if m.get('mask_accuracy') is None else round(m['mask_accuracy'], 2),
+                seconds=round(m['seconds']), command=m.get('command', ''))
+
+def collect(runs: Path, out: Path) -> list[dict]:
+    est, est_dense = estimates(runs, 'forward'), estimates(runs, 'dense')
+    rows = [row(json.loads(f.read_text()), est, est_dense) for f in sorted(runs.glob('*/metrics.json'))]
+    order = {'baseline': 0, 'ftwt': 1, 'uniform': 2}
+    rows.sort(key=lambda r: (order[r['method']], r['mode'] or '', r['r'] or 0, r['keep'] or 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, 'w', newline='') as f:
+        w = csv.DictWriter(f, COLUMNS); w.writeheader(); w.writerows(rows)
+    return rows
+
+if __name__ == '__main__':
+    if len(sys.argv) != 3: sys.exit(__doc__)
+    for r in collect(Path(sys.argv[1]), Path(sys.argv[2])): print(r)
