@@ -31,9 +31,11 @@ def random_gated(arch: str = 'resnet20',       # a name from `hebbnb.models.avai
                  **gate_kw,                    # `gate` options (r, pool, label_at, ...)
                 ) -> nn.Module:                # gated model in eval mode, masks 'predicted'
     "A gated `arch` with random weights, calibrated batch norm and heads that keep each filter for ~`keep` of inputs."
-    torch.manual_seed(seed)
-    model = gate(create(arch), **gate_kw)
-    if x is None: x = torch.randn(n, *input_size(arch))
+    if not 0 < keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {keep}")
+    with torch.random.fork_rng(devices=[]):   # leave the caller's random state alone
+        torch.manual_seed(seed)
+        model = gate(create(arch), **gate_kw)
+        if x is None: x = torch.randn(n, *input_size(arch))
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in bns: m.reset_running_stats(); m.momentum = None   # cumulative average: the statistics of `x`
     set_apply(model, 'none').train()(x)
@@ -80,7 +82,7 @@ class SparseConv:
         self.avg, self.softmax, self.relu = g.predictor.pool == 'avg', g.predictor.softmax, isinstance(g.act, nn.ReLU)
         self.z = torch.zeros(1, self.ci)                                    # pooled input of a compact batch-1 input
         self.block, self.mf, self.dmf, self.Wd, self.dense_above = block, NCHW, NCHW, self.W, 1.0
-        self.flat = self.co * self.ci >= 65536     # gather through `Wf` (one index_select) for large layers
+        self.flat = False   # gather through `Wf` in one index_select: faster with cached weights, slower from DRAM (below)
         self.last, self.last_lg, self.in_hw, self.src = None, None, None, id(c)
 
     def __repr__(self): return f"SparseConv({self.ci}->{self.co}{', dw' if self.dw else ''}, mf={'CL' if self.mf is CL else 'NCHW'}, dense_above={self.dense_above:.2f})"
@@ -169,7 +171,7 @@ def _invres(st, v, idx):
     o, oi = v, idx
     for L in Ls: o, oi = sparse_conv(L, o, oi)
     if not residual: return o, oi
-    s = _dense(v, idx, Ls[-1].co).clone() if sc is None else _dense(*sparse_conv(sc, v, idx), Ls[-1].co)
+    s = _dense(v, idx, Ls[-1].co) if sc is None else _dense(*sparse_conv(sc, v, idx), Ls[-1].co)  # v is ours
     if oi is None: s.add_(o)
     else: s.index_add_(1, oi, o)
     return s, None
@@ -217,7 +219,7 @@ def run_steps(steps: list[tuple], x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, c
             return F.linear(p, st[1], st[2])
 
 def layers_of(steps: list[tuple]) -> list[SparseConv]:
-    "The compiled layers of `steps` in forward order (the order of `gated_layers`)."
+    "The compiled layers of `steps` in execution order."
     out = []
     for st in steps:
         if st[0] == 'conv': out.append(st[1])
@@ -273,16 +275,23 @@ def to_sparse(model: nn.Module,             # trained gated model
 def check_exact(model: nn.Module,      # gated model; set to eval mode and predicted masks
                 net: SparseNet,        # its executor
                 x: Tensor,             # images (N, 3, H, W)
-               ) -> dict:              # max_abs_diff, same_class (share), same_masks (share of images)
+               ) -> dict:              # see the docstring of the keys below
     "Compare the executor image by image against the masked model: logits, classes, every layer's mask."
     set_apply(model, 'predicted').eval()
-    diff, same_cls, same_masks = 0., 0, 0
+    diff, same_cls, same_masks, flips, tie = 0., 0, 0, 0, 0.
     for xi in x:
         out, ref = net(xi[None]), model(xi[None])
         diff = max(diff, (out - ref).abs().max().item())
         same_cls += int(out.argmax(1) == ref.argmax(1))
-        same_masks += all(torch.equal(a, g.mask > 0) for a, g in zip(net.masks(), gated_layers(model)))
-    return dict(max_abs_diff=diff, same_class=same_cls / len(x), same_masks=same_masks / len(x))
+        d = [(a != (g.mask > 0), g.logits) for a, g in zip(net.masks(), gated_layers(model))]
+        n = sum(int(f.sum()) for f, _ in d)
+        flips, same_masks = flips + n, same_masks + (n == 0)
+        tie = max([tie] + [z[f].abs().max().item() for f, z in d if f.any()])
+    return dict(max_abs_diff=diff,                 # largest |logit difference| of the outputs
+                same_class=same_cls / len(x),      # share of images with the same predicted class
+                same_masks=same_masks / len(x),    # share of images whose masks agree in every layer
+                mask_flips=flips,                  # filter decisions that differ, over all images and layers
+                max_flip_logit=tie)                # largest |head logit| (reference) among those: a tie if ~1e-7 or less
 
 # %% ../nbs/10_sparse.ipynb #c039
 def cifar_images(n: int,                   # images
@@ -392,7 +401,7 @@ def _out_hw(L: SparseConv) -> int:
     return ((H + 2 * L.pad[0] - kh) // L.stride[0] + 1) * ((W + 2 * L.pad[1] - kw) // L.stride[1] + 1)
 
 def executed_macs(net: SparseNet) -> int:
-    "Conv and linear MACs the executor computed in its last call (batch 1)."
+    "Conv and linear MACs the executor computed per image in its last call (a batch computes the same for each image)."
     total = 0
     for L in net.layers:
         k, kp, ki, path = L.last
@@ -461,7 +470,7 @@ def tune_layers(net: SparseNet,                 # executor to tune in place
         L.Wd = L.W.contiguous(memory_format=L.dmf)
     return [(L.mf, L.dmf, L.dense_above) for L in net.layers]
 
-# %% ../nbs/10_sparse.ipynb #c058
+# %% ../nbs/10_sparse.ipynb #c059
 def dense_macs_of(net: SparseNet) -> int:
     "Conv and linear MACs of the dense network for one image (after one executor call has set the layer sizes)."
     per = lambda L: L.co * (1 if L.dw else L.ci) * L.W.shape[2] * L.W.shape[3] * _out_hw(L)
@@ -481,7 +490,7 @@ def union_share(net: SparseNet,      # executor
         out[B] = sum(done) / len(done) / dense_macs_of(net)
     return out
 
-# %% ../nbs/10_sparse.ipynb #c061
+# %% ../nbs/10_sparse.ipynb #c063
 BENCH_COLUMNS = ['arch', 'r', 'threads', 'dense_ms', 'sparse_ms', 'sparse_p90_ms', 'static_ms', 'macs_ratio', 'R',
                  'efficiency', 'slower_share', 'torch', 'cpu']
 
@@ -501,7 +510,7 @@ def _macs(model, xs) -> tuple[float, Tensor]:  # dense MACs, (N,) exact MACs of 
     ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)])
     return float(static_macs(model, tuple(xs.shape[1:]))), ideal
 
-# %% ../nbs/10_sparse.ipynb #c062
+# %% ../nbs/10_sparse.ipynb #c064
 def bench(model: nn.Module,             # trained (or test) gated model
           xs: Tensor,                   # images (N, 3, H, W)
           arch: str, r: float,          # reported in the rows
@@ -512,7 +521,7 @@ def bench(model: nn.Module,             # trained (or test) gated model
          ) -> tuple[list[dict], dict]:  # rows (BENCH_COLUMNS), details (per image, exactness, widths)
     "Time the sparse executor against the dense and the statically pruned network at batch 1."
     dense_macs, ideal = _macs(model, xs)
-    rows, det = [], dict(ideal_macs=ideal.tolist(), per_image={})
+    rows, det, threads0 = [], dict(ideal_macs=ideal.tolist(), per_image={}), torch.get_num_threads()
     for t in threads:
         torch.set_num_threads(t)
         net = to_sparse(model, block, tune=tune, warm=xs[:8])
@@ -531,9 +540,10 @@ def bench(model: nn.Module,             # trained (or test) gated model
                          slower_share=(sp > dense_ms).float().mean().item(), torch=torch.__version__, cpu=cpu_name()))
         det['per_image'][t] = dict(sparse_ms=sp.tolist(), dense_ms=d.tolist(), executed_macs=done, dense_layout=d_layout)
         det['widths'] = [w for w in widths.values()]
+    torch.set_num_threads(threads0)
     return rows, det
 
-# %% ../nbs/10_sparse.ipynb #c064
+# %% ../nbs/10_sparse.ipynb #c066
 def plot_speedup(rows: list[dict], det: dict):
     "Per-image latency vs MACs (first thread count) and mean latencies per thread count."
     from matplotlib.figure import Figure
@@ -553,7 +563,7 @@ def plot_speedup(rows: list[dict], det: dict):
     a2.legend(fontsize=8)
     return fig
 
-# %% ../nbs/10_sparse.ipynb #c066
+# %% ../nbs/10_sparse.ipynb #c071
 def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='hebbnb-bench', description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.')
     p.add_argument('--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)')
@@ -583,7 +593,7 @@ def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: 
     except FileNotFoundError: pass
     return torch.randn(n, *size, generator=torch.Generator().manual_seed(seed)), 'random'
 
-# %% ../nbs/10_sparse.ipynb #c067
+# %% ../nbs/10_sparse.ipynb #c072
 def _bench(argv=None):
     a = bench_parser().parse_args(argv)
     if a.images < 1 or a.repeats < 1 or min(a.threads) < 1: raise ValueError("--images, --repeats and --threads must be positive")
