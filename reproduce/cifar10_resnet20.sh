@@ -12,7 +12,12 @@ COMMON=(--data "$DATA" --no-download --no-progress --threads "${THREADS:-2}")
 BASE="$RUNS/baseline/best.pt"
 done_run() { [ -f "$1/metrics.json" ]; }
 
-stage_baseline() {
+stage_baseline() {  # reuses the committed checkpoint (the same recipe's output) unless RETRAIN=1
+  if [ -z "${RETRAIN:-}" ] && [ -f checkpoints/cifar10_resnet20_baseline.pt ] && ! done_run "$RUNS/baseline"; then
+    mkdir -p "$RUNS/baseline"
+    cp checkpoints/cifar10_resnet20_baseline.pt "$BASE"
+    cp checkpoints/cifar10_resnet20_baseline.metrics.json "$RUNS/baseline/metrics.json"
+  fi
   done_run "$RUNS/baseline" || hebbnb-baseline --config cifar10_resnet20 "${COMMON[@]}" --seed 0 --out "$RUNS/baseline" --resume
 }
 stage_estimate() {
