@@ -19,9 +19,9 @@ from .mass import check_r
 
 # %% auto #0
 __all__ = ['CONFIG_DIRS', 'STAGES', 'HELP', 'FTWT_ONLY', 'DEFAULT_RS', 'find_config', 'load_recipe', 'train_parser',
-           'resolve_config', 'run_cli', 'baseline_main', 'train_main', 'eval_parser', 'evaluate_checkpoint',
-           'eval_main', 'estimate_parser', 'estimation_batches', 'estimate_main', 'quickstart_parser', 'results_table',
-           'plot_accuracy_vs_flops', 'quickstart', 'quickstart_main']
+           'resolve_config', 'run_cli', 'baseline_main', 'train_main', 'eval_parser', 'reading_config',
+           'evaluate_checkpoint', 'eval_main', 'estimate_parser', 'estimation_batches', 'estimate_main',
+           'quickstart_parser', 'results_table', 'plot_accuracy_vs_flops', 'quickstart', 'quickstart_main']
 
 # %% ../nbs/09_cli.ipynb #c006
 CONFIG_DIRS = (Path('configs'), Path(hebbnb.__file__).resolve().parents[1] / 'configs')
@@ -139,11 +139,15 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--apply', default='predicted', choices=('predicted', 'oracle', 'none'), help='mask applied by a gated model')
     return p
 
+def reading_config(ck: dict, data=None, download=True, batch_size=256, device='auto') -> TrainConfig:
+    "The config of checkpoint `ck`, set up to read its whole data set (no subsets) from `data` on `device`."
+    return TrainConfig(**{**ck['config'], 'data': data if data is not None else ck['config']['data'], 'download': download,
+                          'batch_size': batch_size, 'device': device, 'subset': None, 'test_subset': None})
+
 def evaluate_checkpoint(ckpt, data=None, download=True, batch_size=256, device='auto', max_batches=None, apply='predicted') -> dict:
     "Evaluate a checkpoint on its dataset's test set: top-1 (%), mean exact MACs, FLOPs reductions (%)."
     model, ck = model_from_checkpoint(ckpt, apply)
-    cfg = TrainConfig(**{**ck['config'], 'data': data if data is not None else ck['config']['data'], 'download': download,
-                         'batch_size': batch_size, 'device': device, 'subset': None, 'test_subset': None})
+    cfg = reading_config(ck, data, download, batch_size, device)
     rt = setup_runtime(cfg)
     test_loader = plain_batches(cfg, rt, 'test')
     model = model.to(rt.device, memory_format=torch.channels_last)
@@ -177,8 +181,7 @@ def estimate_parser() -> argparse.ArgumentParser:
 
 def estimation_batches(ck: dict, data, download, batches: int, batch_size: int, device='auto') -> list:
     "The first `batches` batches of un-augmented training images (validation images for ImageNet)."
-    cfg = TrainConfig(**{**ck['config'], 'data': data if data is not None else ck['config']['data'], 'download': download,
-                         'batch_size': batch_size, 'device': device, 'subset': None})
+    cfg = reading_config(ck, data, download, batch_size, device)
     out = []
     for x, _ in plain_batches(cfg, setup_runtime(cfg), 'train'):
         out.append(x)
