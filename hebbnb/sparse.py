@@ -19,7 +19,7 @@ from .flops import static_macs, dynamic_macs
 __all__ = ['CL', 'NCHW', 'BENCH_COLUMNS', 'random_gated', 'fold_bn', 'SparseConv', 'sparse_conv', 'compile_steps', 'run_steps',
            'layers_of', 'SparseNet', 'to_sparse', 'check_exact', 'cifar_images', 'static_steps', 'run_static', 'tmin',
            'latency', 'executed_macs', 'profile_layers', 'tune_layers', 'dense_macs_of', 'union_share', 'cpu_name',
-           'bench', 'plot_speedup', 'bench_parser', 'bench_main']
+           'bench', 'plot_speedup', 'merge_rows', 'plot_table', 'bench_parser', 'bench_main']
 
 # %% ../nbs/10_sparse.ipynb #c006
 @torch.no_grad()
@@ -569,7 +569,42 @@ def plot_speedup(rows: list[dict], det: dict):
     a2.legend(fontsize=8)
     return fig
 
-# %% ../nbs/10_sparse.ipynb #c071
+# %% ../nbs/10_sparse.ipynb #c069
+def _row_key(d: dict) -> tuple: return d['arch'], float(d['r']), int(d['threads'])
+
+def _number(v: str):
+    try: return float(v)
+    except ValueError: return v
+
+def merge_rows(path: Path,             # CSV with BENCH_COLUMNS (created if missing)
+               rows: list[dict],       # new rows
+              ) -> list[dict]:         # the table as written, numbers as floats
+    "Write `rows` into the CSV at `path`, replacing rows with the same arch, r and threads."
+    old = list(csv.DictReader(open(path))) if path.exists() else []
+    new = {_row_key(d) for d in rows}
+    table = [d for d in old if _row_key(d) not in new] + [{k: str(v) for k, v in d.items()} for d in rows]
+    table.sort(key=_row_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, BENCH_COLUMNS); w.writeheader(); w.writerows(table)
+    return [{k: _number(v) for k, v in d.items()} for d in table]
+
+def plot_table(rows: list[dict]):
+    "Per benchmark row: the MACs ratio, and the speed-ups of the static network and of the executor over dense."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(max(5, 1.1 * len(rows) + 2), 3.6), layout='constrained')
+    ax = fig.subplots()
+    x, w = torch.arange(len(rows)).float(), 0.27
+    bars = [('MACs ratio', lambda d: d['macs_ratio'], 'lightgray'), ('static (ceiling)', lambda d: d['dense_ms'] / d['static_ms'], 'tab:green'),
+            ('executor', lambda d: d['dense_ms'] / d['sparse_ms'], 'tab:blue')]
+    for i, (name, f, c) in enumerate(bars): ax.bar(x + (i - 1) * w, [f(d) for d in rows], w, color=c, label=name)
+    ax.axhline(1, color='k', lw=0.8, ls='--')
+    ax.set_xticks(x.tolist(), [f"{d['arch']}\nr={d['r']:g}, {int(d['threads'])} thr." for d in rows], fontsize=8)
+    ax.set(ylabel='x faster than dense (batch 1)', title='Sparse executor: MACs saved vs time saved')
+    ax.legend(fontsize=8)
+    return fig
+
+# %% ../nbs/10_sparse.ipynb #c074
 def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='hebbnb-bench', description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.')
     p.add_argument('--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)')
@@ -585,6 +620,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument('--quick', action='store_true', help='smoke test: 8 images, 1 repeat')
     p.add_argument('--seed', type=int, default=0, help='seed of the random-weight model and random images')
     p.add_argument('--out', default='results', help='output folder')
+    p.add_argument('--table', help='also merge the rows into this CSV (replacing rows of the same arch, r and threads) and redraw its plot beside it')
     return p
 
 def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: int = 0) -> tuple[Tensor, str]:
@@ -599,7 +635,7 @@ def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: 
     except FileNotFoundError: pass
     return torch.randn(n, *size, generator=torch.Generator().manual_seed(seed)), 'random'
 
-# %% ../nbs/10_sparse.ipynb #c072
+# %% ../nbs/10_sparse.ipynb #c075
 def _bench(argv=None):
     a = bench_parser().parse_args(argv)
     if a.images < 1 or a.repeats < 1 or min(a.threads) < 1: raise ValueError("--images, --repeats and --threads must be positive")
@@ -629,6 +665,9 @@ def _bench(argv=None):
     info = dict(settings=vars(a), images=source, n_images=len(xs), exact=det['exact'], loadavg_before=load, cpu_count=os.cpu_count(),
                 loadavg_after=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None, dense_layout={t: p['dense_layout'] for t, p in det['per_image'].items()})
     (out / 'bench.json').write_text(json.dumps(info, indent=1))
+    if a.table:
+        table = merge_rows(Path(a.table), rows)
+        plot_table(table).savefig(Path(a.table).with_suffix('.png'), dpi=120)
     if load is not None and load > 0.5: print(f"hebbnb-bench: load average {load:.1f} on {os.cpu_count()} CPUs before timing: results are contended", file=sys.stderr)
     for row in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
 
