@@ -100,7 +100,7 @@ def oracle_copy(model: nn.Module,          # dense or gated model (left untouche
     if not gated_layers(m): m = gate(m, labels=labels, keep=keep)
     return set_apply(m, 'oracle').eval()
 
-ESTIMATORS = ('forward', 'dense')
+ESTIMATORS = ('dense', 'forward')
 
 @torch.no_grad()
 def _apply_labels(gm: nn.Module, x: Tensor, how: str):
@@ -112,7 +112,7 @@ def _apply_labels(gm: nn.Module, x: Tensor, how: str):
     set_apply(gm, 'oracle')
 
 @torch.no_grad()
-def _measure(gm: nn.Module, batches, r: float, static: int, how: str = 'forward') -> dict:
+def _measure(gm: nn.Module, batches, r: float, static: int, how: str = 'dense') -> dict:
     set_r(gm, r)
     device = next(gm.parameters()).device
     exact, paper, keep, n = [], [], 0., 0
@@ -130,7 +130,7 @@ def reduction_curve(model: nn.Module,    # dense or gated model
                     batches,             # list of (B, C, H, W) tensors or (x, y) pairs
                     rs,                  # thresholds to estimate
                     labels: str = 'mass', keep: float | None = None,
-                    how: str = 'forward',  # labels applied as the forward goes ('forward') or read off a dense forward ('dense')
+                    how: str = 'dense',  # labels read off a dense forward ('dense') or applied as the forward goes ('forward')
                    ) -> list[dict]:
     "Before-training FLOPs-reduction estimates (in %) of a model for several thresholds r."
     batches = list(batches)
@@ -141,7 +141,7 @@ def reduction_curve(model: nn.Module,    # dense or gated model
     names = [n for n, m in gm.named_modules() if isinstance(m, GatedConv)]
     return [dict(_measure(gm, batches, check_r(r), static, how), layers=names) for r in rs]
 
-def estimate_reduction(model: nn.Module, batches, r: float, labels: str = 'mass', keep: float | None = None, how: str = 'forward') -> dict:
+def estimate_reduction(model: nn.Module, batches, r: float, labels: str = 'mass', keep: float | None = None, how: str = 'dense') -> dict:
     "Before-training FLOPs-reduction estimate (in %) at threshold `r`, with per-layer keep ratios."
     return reduction_curve(model, batches, [r], labels, keep, how)[0]
 
@@ -151,7 +151,7 @@ def r_for_budget(model: nn.Module,   # dense or gated model
                  target: float,      # wanted FLOPs reduction, in %
                  tol: float = 0.25,  # stop when the estimate is this close to the target (points)
                  max_iter: int = 25, # bisection steps at most
-                 how: str = 'forward',  # estimator: 'forward' or 'dense' (see `reduction_curve`)
+                 how: str = 'dense',  # estimator: 'dense' or 'forward' (see `reduction_curve`)
                 ) -> dict:
     "Find the heatmap-mass threshold r whose before-training estimate is `target`% FLOPs reduction."
     if not 0 < target < 100: raise ValueError(f"target must be a reduction in % between 0 and 100, got {target}")

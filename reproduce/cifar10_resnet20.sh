@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FTWT on the full CIFAR-10 (JPEG copy) at CPU scale, with hebbnb's own commands (issue 6).
 # Usage: HEBBNB_DATA=../shared/data bash reproduce/cifar10_resnet20.sh [stage ...]
-# Stages: baseline estimate decoupled joint uniform collect (default: all, in that order). Every stage resumes or
+# Stages: baseline estimate decoupled joint uniform long collect (default: all, in that order). Every stage resumes or
 # skips runs that already finished, so the script can be rerun after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,12 +30,14 @@ ftwt() {  # ftwt NAME ARGS...
   local out="$RUNS/$1"; shift
   done_run "$out" || hebbnb-train --config cifar10_resnet20 --init "$BASE" "${COMMON[@]}" "$@" --out "$out" --resume
 }
-stage_decoupled() { for r in 0.8 0.85 0.9 0.95; do ftwt "ftwt_decoupled_r$r" --r $r --mode decoupled; done; }
-stage_joint()     { for r in 0.85 0.9; do ftwt "ftwt_joint_r$r" --r $r --mode joint; done; }
-stage_uniform() {   # uniform labels keeping the share of filters the decoupled r=0.85 run kept
-  local keep; keep=$(python -c "import json; print(round(json.load(open('$RUNS/ftwt_decoupled_r0.85/metrics.json'))['keep_ratio'], 3))")
-  ftwt "uniform_keep$keep" --labels uniform --keep "$keep"
+E="${EPOCHS:-3}"     # the sweep's schedule; the recorded runs used 3 epochs, 1 thread each, two runs side by side
+stage_decoupled() { for r in 0.8 0.85 0.9 0.95; do ftwt "ftwt_decoupled_r${r}_e$E" --epochs "$E" --r $r --mode decoupled; done; }
+stage_joint()     { for r in 0.85 0.9; do ftwt "ftwt_joint_r${r}_e$E" --epochs "$E" --r $r --mode joint; done; }
+stage_uniform() {   # uniform labels keeping the share of filters the decoupled r=0.8 run kept (0.639 -> 0.64)
+  local keep; keep=$(python -c "import json; print(round(json.load(open('$RUNS/ftwt_decoupled_r0.8_e$E/metrics.json'))['keep_ratio'], 2))")
+  ftwt "uniform_keep${keep}_e$E" --epochs "$E" --labels uniform --keep "$keep"
 }
+stage_long() { for r in ${LONG_R:-0.8 0.85}; do ftwt "ftwt_decoupled_r${r}_e10" --epochs 10 --r $r --mode decoupled; done; }
 stage_collect() { python reproduce/collect.py "$RUNS" results/cifar10_resnet20.csv; }
 
-for s in ${@:-baseline estimate decoupled joint uniform collect}; do echo "== $s"; "stage_$s"; done
+for s in ${@:-baseline estimate decoupled joint uniform long collect}; do echo "== $s"; "stage_$s"; done

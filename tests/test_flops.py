@@ -129,7 +129,7 @@ def test_r_for_budget_rejects_unreachable_targets(resnet20_and_batch):
 
 def test_dense_estimator_applies_labels_of_the_dense_forward(resnet20_and_batch):
     m, batches = resnet20_and_batch
-    fwd, dns = estimate_reduction(m, batches, 0.8), estimate_reduction(m, batches, 0.8, how='dense')
+    fwd, dns = estimate_reduction(m, batches, 0.8, how='forward'), estimate_reduction(m, batches, 0.8)
     assert fwd['estimator'] == 'forward' and dns['estimator'] == 'dense'
     assert 0 < dns['reduction'] < 100 and 0 < fwd['reduction'] < 100 and dns['reduction'] != fwd['reduction']
     with pytest.raises(ValueError, match='how must be'): estimate_reduction(m, batches, 0.8, how='later')
