@@ -62,13 +62,14 @@ HELP = {
     'out': 'output folder', 'device': "'auto', 'cpu', 'cuda' or 'cuda:N'", 'threads': 'CPU threads per process',
     'workers': 'ImageNet loader workers', 'max_steps': 'cut every epoch after N batches (smoke tests)',
     'progress': 'show progress bars', 'tensorboard': 'also log to TensorBoard'}
-FTWT_ONLY = ('init', 'r', 'mode', 'labels', 'keep', 'pool', 'label_at', 'mlr', 'mask_weight', 'cooldown')
+FTWT_ONLY = ('init', 'r', 'mode', 'labels', 'keep', 'pool', 'softmax', 'label_at', 'mlr', 'mask_weight', 'cooldown')
 
 def _add_field(p: argparse.ArgumentParser, f, required=False):
     flag = '--' + f.name.replace('_', '-')
     if f.name == 'download': return p.add_argument('--no-download', dest='download', action='store_false', default=argparse.SUPPRESS, help='never download; fail if the data is missing')
     if f.name == 'progress': return p.add_argument('--no-progress', dest='progress', action='store_false', default=argparse.SUPPRESS, help='hide progress bars')
     if f.name == 'tensorboard': return p.add_argument(flag, action='store_true', default=argparse.SUPPRESS, help=HELP[f.name])
+    if f.name == 'softmax': return p.add_argument('--no-softmax', dest='softmax', action='store_false', default=argparse.SUPPRESS, help="feed the heads the pooled input as it is, without the reference code's softmax")
     kind = {'milestones': dict(type=int, nargs='+'), 'lr': dict(type=float), 'mlr': dict(type=float), 'r': dict(type=float),
             'keep': dict(type=float), 'momentum': dict(type=float), 'weight_decay': dict(type=float), 'gamma': dict(type=float),
             'mask_weight': dict(type=float), 'cooldown': dict(type=float)}.get(f.name)

@@ -135,9 +135,10 @@ def gate(model: nn.Module,            # a dense network built from conv-BN units
          pool: str = 'avg',           # predictor pooling: 'avg' or 'max'
          label_at: str = 'pre',       # ResNet blocks: conv2 labels before or after the residual addition
          keep: float | None = None,   # kept share for labels='uniform' (default: r)
+         softmax: bool = True,        # softmax over each predictor's pooled input (the reference code's default)
         ) -> nn.Module:
     "Wrap every conv followed by batch norm in `model` in a `GatedConv` (in place); return the model."
-    gate_kw = dict(r=r, mode=mode, labels=labels, pool=pool, keep=keep)
+    gate_kw = dict(r=r, mode=mode, labels=labels, pool=pool, keep=keep, softmax=softmax)
     model = _gate_tree(model, label_at, gate_kw)
     if not gated_layers(model): raise ValueError("gate found no conv followed by batch norm to wrap")
     gated_convs = {id(g.conv) for g in gated_layers(model)}

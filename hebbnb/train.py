@@ -51,6 +51,7 @@ class TrainConfig:
     labels: str = 'mass'               # FTWT: 'mass' or 'uniform' labels
     keep: float | None = None          # FTWT: kept share of filters for labels='uniform'
     pool: str = 'avg'                  # FTWT: predictor pooling, 'avg' or 'max'
+    softmax: bool = True               # FTWT: softmax over the predictor's pooled input (reference default); False: raw pooled input
     label_at: str = 'pre'              # FTWT: ResNet conv2 labels before ('pre') or after ('post') the residual addition
     mlr: float = 0.1                   # FTWT: predictor-head learning rate
     mask_weight: float = 1.0           # FTWT: weight w of the mask loss before the cooldown
@@ -74,7 +75,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     _one_of('arch', cfg.arch, available()); _one_of('dataset', cfg.dataset, DATASETS)
     _one_of('method', cfg.method, ('baseline', 'ftwt')); _one_of('schedule', cfg.schedule, ('step', 'cosine'))
     _one_of('mode', cfg.mode, ('decoupled', 'joint')); _one_of('labels', cfg.labels, ('mass', 'uniform'))
-    _one_of('pool', cfg.pool, ('avg', 'max')); _one_of('label_at', cfg.label_at, ('pre', 'post'))
+    _one_of('pool', cfg.pool, ('avg', 'max')); _one_of('label_at', cfg.label_at, ('pre', 'post')); _one_of('softmax', cfg.softmax, (True, False))
     check_r(cfg.r)
     if cfg.keep is not None and not 0 < cfg.keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {cfg.keep}")
     for name in ('epochs', 'batch_size'):
@@ -190,7 +191,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
             if ck['arch'] != cfg.arch: raise ValueError(f"{cfg.init} holds a {ck['arch']}, not a {cfg.arch}")
             if ck['gated']: raise ValueError(f"{cfg.init} is an FTWT checkpoint; start FTWT from a baseline checkpoint")
             model.load_state_dict(ck['model'])
-        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep)
+        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
     return model
 
 def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[nn.Module, dict]:
@@ -199,7 +200,7 @@ def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[n
     cfg = TrainConfig(**ck['config'])
     model = create(ck['arch'], ck['num_classes'])
     if ck['gated']:
-        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep)
+        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
         for g in gated_layers(model): g.apply = apply
     try: model.load_state_dict(ck['model'])
     except RuntimeError as e: raise ValueError(f"{path}: weights do not match a {ck['arch']}: {str(e).splitlines()[0]}") from None

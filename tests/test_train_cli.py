@@ -49,6 +49,17 @@ def test_ftwt_cooldown_freezes_heads(tmp_path, base_ckpt):
     assert [r['w'] for r in log] == [1.0, 0.0]
     assert m['mask_accuracy'] is not None and m['r'] == 0.9
 
+def test_no_softmax_heads_survive_the_checkpoint(tmp_path, base_ckpt):
+    "--no-softmax trains heads on the raw pooled input, and a model rebuilt from the checkpoint has the same heads."
+    from hebbnb.train import model_from_checkpoint
+    from hebbnb.gating import gated_layers
+    code, out, err = call(train_main, TINY + ['--init', base_ckpt, '--no-softmax', '--out', tmp_path / 'ns'])
+    assert code == 0, err
+    model, ck = model_from_checkpoint(tmp_path / 'ns' / 'last.pt')
+    assert ck['config']['softmax'] is False and not any(g.predictor.softmax for g in gated_layers(model))
+    code, out, err = call(eval_main, ['--ckpt', tmp_path / 'ns' / 'last.pt', '--max-batches', '1'])
+    assert code == 0, err
+
 def test_nonfinite_loss_stops_with_a_message(tmp_path, base_ckpt):
     code, out, err = call(baseline_main, TINY + ['--lr', '1e30', '--epochs', '2', '--max-steps', '6', '--out', tmp_path / 'nan'])
     assert code == 3 and 'loss is' in err and 'Traceback' not in err
