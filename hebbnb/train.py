@@ -236,6 +236,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
     core = _unwrap(model).eval()
     layers = gated_layers(core)
     sums = torch.zeros(7, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, right labels, labels, kept share
+    used = torch.zeros(sum(g.conv.out_channels for g in layers), dtype=torch.float64, device=rt.device)  # inputs keeping each filter
     for x, y in _batches(loader, rt, max_steps):
         with rt.autocast(): out = core(x)
         sums[0] += (out.argmax(1) == y).sum(); sums[1] += len(y)
@@ -243,14 +244,15 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
             sums[2] += dynamic_macs(core).sum(); sums[3] += dynamic_macs(core, 'paper').sum()
             sums[4] += sum(((g.logits > 0) == (g.labels > 0.5)).sum() for g in layers); sums[5] += sum(g.labels.numel() for g in layers)
             sums[6] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
+            used += torch.cat([(g.mask > 0).sum(0) for g in layers])
         else: sums[2:4] += static * len(y); sums[6] += len(y)
-    if rt.distributed: dist.all_reduce(sums)
+    if rt.distributed: dist.all_reduce(sums); dist.all_reduce(used)
     correct, n, macs, paper, right, nlab, kept = sums.tolist()
     return dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
                 flops_reduction_paper=100 * (1 - paper / n / static), mask_accuracy=100 * right / nlab if nlab else None,
-                keep_ratio=kept / n)
+                keep_ratio=kept / n, dynamic_filters=100 * ((used > 0) & (used < n)).double().mean().item() if layers else None)
 
-# %% ../nbs/08_train.ipynb #c028
+# %% ../nbs/08_train.ipynb #c030
 class NonFiniteLoss(RuntimeError): "The loss became NaN or infinite."
 class Interrupted(RuntimeError): "Training stopped on a signal after saving a checkpoint."
 
@@ -289,9 +291,9 @@ def train_epoch(model, loader, rt: Runtime, opt_b, opt_m, w: float, epoch: int, 
         if stop is not None and stop.agreed(rt): break
     return dict(sums=sums, steps=steps)
 
-# %% ../nbs/08_train.ipynb #c030
+# %% ../nbs/08_train.ipynb #c032
 LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy',
-              'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds']
+              'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters', 'seconds']
 
 def _write_log(rows: list[dict], out: Path):
     tmp = out / '.log.csv.tmp'
@@ -319,7 +321,7 @@ def _restore(ck, core, opts):
     _set_rng_state(ck['rng'])
     return ck['epoch'], ck['step'], ck['best_top1'], ck['log']
 
-# %% ../nbs/08_train.ipynb #c031
+# %% ../nbs/08_train.ipynb #c033
 def _say(rt, *a):
     if rt.main: print(*a, flush=True)
 
@@ -385,7 +387,8 @@ def fit(cfg: TrainConfig,             # the run
         if tb: tb.close()
     final = dict(top1=metrics.get('top1'), best_top1=best, macs=metrics.get('macs'), static_macs=static,
                  flops_reduction=metrics.get('flops_reduction'), flops_reduction_paper=metrics.get('flops_reduction_paper'),
-                 mask_accuracy=metrics.get('mask_accuracy'), keep_ratio=metrics.get('keep_ratio'), head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
+                 mask_accuracy=metrics.get('mask_accuracy'), keep_ratio=metrics.get('keep_ratio'),
+                 dynamic_filters=metrics.get('dynamic_filters'), head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
                  dataset=cfg.dataset, r=cfg.r if cfg.method == 'ftwt' else None, mode=cfg.mode if cfg.method == 'ftwt' else None,
                  labels=cfg.labels if cfg.method == 'ftwt' else None, keep=cfg.keep, epochs=cfg.epochs, subset=cfg.subset,
                  seconds=sum(r['seconds'] for r in rows), world_size=rt.world_size, device=str(rt.device), config=asdict(cfg))

@@ -60,6 +60,21 @@ def test_no_softmax_heads_survive_the_checkpoint(tmp_path, base_ckpt):
     code, out, err = call(eval_main, ['--ckpt', tmp_path / 'ns' / 'last.pt', '--max-batches', '1'])
     assert code == 0, err
 
+def test_dynamic_filters_separates_static_from_dynamic_heads():
+    "Heads with zero weights decide each filter the same way for every input: 0% dynamic; random raw-input heads are dynamic."
+    from hebbnb.train import evaluate, setup_runtime
+    from hebbnb.gating import gate, gated_layers
+    from hebbnb.models import create
+    torch.manual_seed(0)
+    data = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(2)]
+    rt, model = setup_runtime(tiny_config(threads=1)), gate(create('resnet20'), softmax=False)
+    assert evaluate(model, data, rt, 40551040)['dynamic_filters'] > 0
+    for g in gated_layers(model):
+        g.predictor.fc.weight.data.zero_()
+        g.predictor.fc.bias.data = torch.tensor([1., -1.]).repeat(g.conv.out_channels // 2)
+    res = evaluate(model, data, rt, 40551040)
+    assert res['dynamic_filters'] == 0 and res['keep_ratio'] == pytest.approx(0.5)
+
 def test_nonfinite_loss_stops_with_a_message(tmp_path, base_ckpt):
     code, out, err = call(baseline_main, TINY + ['--lr', '1e30', '--epochs', '2', '--max-steps', '6', '--out', tmp_path / 'nan'])
     assert code == 3 and 'loss is' in err and 'Traceback' not in err
