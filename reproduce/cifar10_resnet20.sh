@@ -38,6 +38,13 @@ stage_uniform() {   # uniform labels keeping the share of filters the decoupled 
   ftwt "uniform_keep${keep}_e$E" --epochs "$E" --labels uniform --keep "$keep"
 }
 stage_long() { for r in ${LONG_R:-0.8 0.85}; do ftwt "ftwt_decoupled_r${r}_e10" --epochs 10 --r $r --mode decoupled; done; }
-stage_collect() { python reproduce/collect.py "$RUNS" results/cifar10_resnet20.csv; }
+stage_collect() {  # runs from before hebbnb logged dynamic_filters get it from an evaluation of their last checkpoint
+  for d in "$RUNS"/*/; do
+    if [ -f "$d/last.pt" ] && ! grep -q '"dynamic_filters"' "$d/metrics.json" && [ ! -f "$d/eval.json" ]; then
+      hebbnb-eval --ckpt "$d/last.pt" --data "$DATA" --no-download > "$d/eval.json.tmp" && mv "$d/eval.json.tmp" "$d/eval.json"
+    fi
+  done
+  python reproduce/collect.py "$RUNS" results/cifar10_resnet20.csv
+}
 
 for s in ${@:-baseline estimate decoupled joint uniform long collect}; do echo "== $s"; "stage_$s"; done

@@ -2,20 +2,26 @@
 
 Usage: python reproduce/collect.py RUNS_DIR OUT.csv
 Reads RUNS_DIR/*/metrics.json, and RUNS_DIR/estimate_forward|estimate_dense/estimate.json for the before-training
-estimates. Reductions and top-1 are in %; macs are mean exact MACs per image.
+estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_DIR/*/eval.json, written by
+`hebbnb-eval --ckpt RUN/last.pt > RUN/eval.json`. Reductions and top-1 are in %; macs are mean exact MACs per image.
 """
 import csv, json, sys
 from pathlib import Path
 
 COLUMNS = ['dataset', 'arch', 'method', 'mode', 'r', 'keep', 'epochs', 'top1', 'macs', 'flops_reduction',
            'flops_reduction_paper', 'estimated_reduction', 'estimated_reduction_dense', 'keep_ratio', 'mask_accuracy',
-           'seconds', 'command']
+           'dynamic_filters', 'softmax', 'seconds', 'command']
 
 def estimates(runs: Path, how: str) -> dict:
     f = runs / f'estimate_{how}' / 'estimate.json'
     return {round(e['r'], 4): e['reduction'] for e in json.loads(f.read_text())['estimates']} if f.exists() else {}
 
-def row(m: dict, est: dict, est_dense: dict) -> dict:
+def dynamic_filters(m: dict, run: Path):
+    if m.get('dynamic_filters') is not None: return round(m['dynamic_filters'], 2)
+    f = run / 'eval.json'
+    return round(json.loads(f.read_text())['dynamic_filters'], 2) if f.exists() and m['method'] != 'baseline' else None
+
+def row(m: dict, est: dict, est_dense: dict, run: Path) -> dict:
     method = 'baseline' if m['method'] == 'baseline' else 'uniform' if m.get('labels') == 'uniform' else 'ftwt'
     r = m.get('r') if method == 'ftwt' else None
     key = round(r, 4) if r is not None else None
@@ -26,13 +32,14 @@ def row(m: dict, est: dict, est_dense: dict) -> dict:
                 estimated_reduction_dense=None if key is None else round(est_dense.get(key), 2) if key in est_dense else None,
                 keep_ratio=None if m.get('keep_ratio') is None else round(m['keep_ratio'], 4),
                 mask_accuracy=None if m.get('mask_accuracy') is None else round(m['mask_accuracy'], 2),
+                dynamic_filters=dynamic_filters(m, run), softmax=m['config'].get('softmax', True) if method != 'baseline' else None,
                 seconds=round(m['seconds']), command=m.get('command', ''))
 
 def collect(runs: Path, out: Path) -> list[dict]:
     est, est_dense = estimates(runs, 'forward'), estimates(runs, 'dense')
-    rows = [row(json.loads(f.read_text()), est, est_dense) for f in sorted(runs.glob('*/metrics.json'))]
+    rows = [row(json.loads(f.read_text()), est, est_dense, f.parent) for f in sorted(runs.glob('*/metrics.json'))]
     order = {'baseline': 0, 'ftwt': 1, 'uniform': 2}
-    rows.sort(key=lambda r: (order[r['method']], r['mode'] or '', r['r'] or 0, r['keep'] or 0))
+    rows.sort(key=lambda r: (order[r['method']], r['mode'] or '', not r['softmax'], r['r'] or 0, r['keep'] or 0, r['epochs']))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, 'w', newline='') as f:
         w = csv.DictWriter(f, COLUMNS); w.writeheader(); w.writerows(rows)
