@@ -84,6 +84,7 @@ class SparseConv:
         self.block, self.mf, self.dmf, self.Wd, self.dense_above = block, NCHW, NCHW, self.W, 1.0
         self.flat = False   # gather through `Wf` in one index_select: faster with cached weights, slower from DRAM (below)
         self.last, self.last_lg, self.in_hw, self.src = None, None, None, id(c)
+        self.gather = None  # (io, idx, W, b) of the last compact call: a network whose masks repeat gathers once
 
     def __repr__(self): return f"SparseConv({self.ci}->{self.co}{', dw' if self.dw else ''}, mf={'CL' if self.mf is CL else 'NCHW'}, dense_above={self.dense_above:.2f})"
 
@@ -116,6 +117,17 @@ def _weights(L: SparseConv, io: Tensor | None, idx: Tensor | None) -> Tensor:  #
     rows = (io * L.ci)[:, None].add(idx).view(-1)                         # (k_out * k_in,) rows of Wf
     return L.Wf.index_select(0, rows).view(len(io), len(idx), *L.W.shape[2:])
 
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    return a is b if a is None or b is None else a.shape == b.shape and torch.equal(a, b)
+
+def _gathered(L: SparseConv, io: Tensor | None, idx: Tensor | None) -> tuple[Tensor, Tensor]:  # -> W (k_out, k_in, kh, kw), b (k_out,)
+    "The layer's weights and bias at these filters and input channels, reusing the last gather when the channels repeat."
+    c = L.gather
+    if c is not None and _same(c[0], io) and _same(c[1], idx): return c[2], c[3]
+    W, b = _weights(L, io, idx), L.b if io is None else L.b.index_select(0, io)
+    L.gather = (io, idx, W, b)
+    return W, b
+
 def _depthwise(L, v, idx, io, kp):
     x = _dense(v, idx, L.ci)
     if io is None: return F.conv2d(x, L.W, L.b, L.stride, L.pad, 1, L.co)
@@ -137,8 +149,8 @@ def sparse_conv(L: SparseConv,                 # compiled layer
         y, path = F.conv2d(_dense(v, idx, L.ci).contiguous(memory_format=L.dmf), L.Wd, L.b, L.stride, L.pad), 'dense'
         if io is not None: y = y.index_select(1, io)
     else:
-        b = L.b if io is None else L.b.index_select(0, io)
-        y, path = F.conv2d(v.contiguous(memory_format=L.mf), _weights(L, io, idx), b, L.stride, L.pad), 'compact'
+        W, b = _gathered(L, io, idx)
+        y, path = F.conv2d(v.contiguous(memory_format=L.mf), W, b, L.stride, L.pad), 'compact'
     L.last = (k, kp, ki, path)
     if res is not None: y.add_(res if io is None else res.index_select(1, io))
     if L.relu: y.relu_()
@@ -148,7 +160,7 @@ def sparse_conv(L: SparseConv,                 # compiled layer
     elif kp > k: y[:, k:].zero_()
     return y, io
 
-# %% ../nbs/10_sparse.ipynb #c023
+# %% ../nbs/10_sparse.ipynb #c025
 def _block(st, v, idx):
     _, L1, L2, sc, post = st
     h, hi = sparse_conv(L1, v, idx)
@@ -176,7 +188,7 @@ def _invres(st, v, idx):
     else: s.index_add_(1, oi, o)
     return s, None
 
-# %% ../nbs/10_sparse.ipynb #c024
+# %% ../nbs/10_sparse.ipynb #c026
 def compile_steps(model: nn.Module, block: int = 1) -> list[tuple]:
     "The gated `model` as a list of executor steps."
     steps, conv = [], lambda g: SparseConv(g, block)
@@ -203,7 +215,7 @@ def compile_steps(model: nn.Module, block: int = 1) -> list[tuple]:
         raise NotImplementedError("the network must start with a gated conv and end with pooling and a linear layer")
     return steps
 
-# %% ../nbs/10_sparse.ipynb #c025
+# %% ../nbs/10_sparse.ipynb #c027
 def run_steps(steps: list[tuple], x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, classes)
     "Execute compiled steps on a batch (batch 1 is the fast path)."
     v, idx = x, None
@@ -227,12 +239,12 @@ def layers_of(steps: list[tuple]) -> list[SparseConv]:
         elif st[0] == 'invres': out += list(st[1]) + ([st[2]] if st[2] is not None else [])
     return out
 
-# %% ../nbs/10_sparse.ipynb #c027
+# %% ../nbs/10_sparse.ipynb #c029
 def _module_order(steps, model):
     order = {id(g.conv): i for i, g in enumerate(gated_layers(model))}
     return sorted(layers_of(steps), key=lambda L: order[L.src])
 
-# %% ../nbs/10_sparse.ipynb #c029
+# %% ../nbs/10_sparse.ipynb #c031
 class SparseNet:
     "A gated network compiled for CPU inference: per input, only kept filters of active channels are computed."
     def __init__(self, model: nn.Module,       # trained gated model
@@ -255,7 +267,7 @@ class SparseNet:
         "Per layer, the number of filters kept in the last call (batch 1: of that input)."
         return [L.last[0] for L in self.layers]
 
-# %% ../nbs/10_sparse.ipynb #c030
+# %% ../nbs/10_sparse.ipynb #c032
 def to_sparse(model: nn.Module,             # trained gated model
               block: int = 1,               # round kept filters up to a multiple of this
               tune: bool = False,           # time each layer shape to choose layouts and dense fallbacks
@@ -270,7 +282,7 @@ def to_sparse(model: nn.Module,             # trained gated model
         for x in warm: net(x[None])
     return net
 
-# %% ../nbs/10_sparse.ipynb #c032
+# %% ../nbs/10_sparse.ipynb #c034
 @torch.no_grad()
 def check_exact(model: nn.Module,      # gated model; set to eval mode and predicted masks
                 net: SparseNet,        # its executor
@@ -299,7 +311,7 @@ def check_exact(model: nn.Module,      # gated model; set to eval mode and predi
                 mask_flips=flips,                  # filter decisions that differ, over all images and layers
                 max_flip_logit=tie)                # largest |head logit| (reference) among those: a tie if ~1e-7 or less
 
-# %% ../nbs/10_sparse.ipynb #c039
+# %% ../nbs/10_sparse.ipynb #c041
 def cifar_images(n: int,                   # images
                  split: str = 'test',      # 'train' or 'test'
                  data: str | None = None,  # data root (default $HEBBNB_DATA)
@@ -311,7 +323,7 @@ def cifar_images(n: int,                   # images
     x = load_cifar(dataset, data, download=False)[split][0][offset:offset + n].float() / 255
     return (x - torch.tensor(CIFAR_MEAN[dataset])[:, None, None]) / torch.tensor(CIFAR_STD[dataset])[:, None, None]
 
-# %% ../nbs/10_sparse.ipynb #c042
+# %% ../nbs/10_sparse.ipynb #c044
 def _pad_to(v: Tensor, C: int) -> Tensor:  # (B, k, H, W) -> (B, C, H, W), zero channels appended
     if v.shape[1] == C: return v
     s = v.new_zeros(v.shape[0], C, *v.shape[2:])
@@ -341,7 +353,7 @@ def static_steps(net: SparseNet, widths: dict | None = None, mf=NCHW) -> list[tu
         else: out.append(('fc', st[1][:, :cur].contiguous(), st[2]))
     return out
 
-# %% ../nbs/10_sparse.ipynb #c043
+# %% ../nbs/10_sparse.ipynb #c045
 def _sconv(c, v, res=None):
     W, b, stride, pad, groups, relu = c
     y = F.conv2d(v, W, b, stride, pad, 1, groups)
@@ -377,7 +389,7 @@ def run_static(steps: list[tuple], x: Tensor, mf=NCHW) -> Tensor:  # (B, 3, H, W
         elif st[0] == 'pool': v = st[1](v.contiguous(memory_format=CL))
         else: return F.linear(v.mean((2, 3)), st[1], st[2])
 
-# %% ../nbs/10_sparse.ipynb #c047
+# %% ../nbs/10_sparse.ipynb #c049
 def tmin(f, reps: int = 7) -> float:
     "Minimum wall time of `f()` over `reps` calls after two warm-up calls, in ms."
     f(); f()
@@ -400,7 +412,7 @@ def latency(f,                 # callable on one (1, 3, H, W) image
                 t = time.perf_counter(); f(x[None]); best[i] = min(best[i].item(), time.perf_counter() - t)
     return best * 1e3
 
-# %% ../nbs/10_sparse.ipynb #c050
+# %% ../nbs/10_sparse.ipynb #c052
 def _out_hw(L: SparseConv) -> int:
     H, W = L.in_hw
     kh, kw = L.W.shape[2:]
@@ -416,7 +428,7 @@ def executed_macs(net: SparseNet) -> int:
     fc = net.steps[-1][1]
     return total + fc.numel()
 
-# %% ../nbs/10_sparse.ipynb #c053
+# %% ../nbs/10_sparse.ipynb #c055
 @torch.inference_mode()
 def profile_layers(net: SparseNet, x: Tensor, reps: int = 20) -> list[dict]:
     "Per-layer times (ms) of the executor on one (1, 3, H, W) image: total, head, conv; dense conv for comparison."
@@ -437,7 +449,7 @@ def profile_layers(net: SparseNet, x: Tensor, reps: int = 20) -> list[dict]:
                          conv=tmin(conv, reps), dense=tmin(lambda: F.conv2d(xd, L.W, L.b, L.stride, L.pad, 1, L.co if L.dw else 1), reps)))
     return rows
 
-# %% ../nbs/10_sparse.ipynb #c056
+# %% ../nbs/10_sparse.ipynb #c058
 def _tune_layer(L: SparseConv, fractions, reps) -> tuple:  # -> (mf, dmf, dense_above)
     x = torch.rand(1, L.ci, *L.in_hw)
     Wd = {mf: L.W.contiguous(memory_format=mf) for mf in (NCHW, CL)}
@@ -473,10 +485,10 @@ def tune_layers(net: SparseNet,                 # executor to tune in place
         key = (L.ci, L.co, tuple(L.in_hw), L.stride, L.pad, tuple(L.W.shape[2:]))
         if key not in done: done[key] = _tune_layer(L, fractions, reps)
         L.mf, L.dmf, L.dense_above = done[key]
-        L.Wd = L.W.contiguous(memory_format=L.dmf)
+        L.Wd, L.gather = L.W.contiguous(memory_format=L.dmf), None
     return [(L.mf, L.dmf, L.dense_above) for L in net.layers]
 
-# %% ../nbs/10_sparse.ipynb #c059
+# %% ../nbs/10_sparse.ipynb #c061
 def dense_macs_of(net: SparseNet) -> int:
     "Conv and linear MACs of the dense network for one image (after one executor call has set the layer sizes)."
     per = lambda L: L.co * (1 if L.dw else L.ci) * L.W.shape[2] * L.W.shape[3] * _out_hw(L)
@@ -496,7 +508,7 @@ def union_share(net: SparseNet,      # executor
         out[B] = sum(done) / len(done) / dense_macs_of(net)
     return out
 
-# %% ../nbs/10_sparse.ipynb #c063
+# %% ../nbs/10_sparse.ipynb #c065
 BENCH_COLUMNS = ['arch', 'r', 'threads', 'dense_ms', 'sparse_ms', 'sparse_p90_ms', 'static_ms', 'macs_ratio', 'R',
                  'efficiency', 'slower_share', 'torch', 'cpu']
 
@@ -516,7 +528,7 @@ def _macs(model, xs) -> tuple[float, Tensor]:  # dense MACs, (N,) exact MACs of 
     ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)])
     return float(static_macs(model, tuple(xs.shape[1:]))), ideal
 
-# %% ../nbs/10_sparse.ipynb #c064
+# %% ../nbs/10_sparse.ipynb #c066
 def bench(model: nn.Module,             # trained (or test) gated model
           xs: Tensor,                   # images (N, 3, H, W)
           arch: str, r: float,          # reported in the rows
@@ -549,7 +561,7 @@ def bench(model: nn.Module,             # trained (or test) gated model
     torch.set_num_threads(threads0)
     return rows, det
 
-# %% ../nbs/10_sparse.ipynb #c066
+# %% ../nbs/10_sparse.ipynb #c068
 def plot_speedup(rows: list[dict], det: dict):
     "Per-image latency vs MACs (first thread count) and mean latencies per thread count."
     from matplotlib.figure import Figure
@@ -569,7 +581,7 @@ def plot_speedup(rows: list[dict], det: dict):
     a2.legend(fontsize=8)
     return fig
 
-# %% ../nbs/10_sparse.ipynb #c069
+# %% ../nbs/10_sparse.ipynb #c071
 def _row_key(d: dict) -> tuple: return d['arch'], float(d['r']), int(d['threads'])
 
 def _number(v: str):
@@ -604,7 +616,7 @@ def plot_table(rows: list[dict]):
     ax.legend(fontsize=8)
     return fig
 
-# %% ../nbs/10_sparse.ipynb #c074
+# %% ../nbs/10_sparse.ipynb #c076
 def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='hebbnb-bench', description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.')
     p.add_argument('--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)')
@@ -635,7 +647,7 @@ def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: 
     except FileNotFoundError: pass
     return torch.randn(n, *size, generator=torch.Generator().manual_seed(seed)), 'random'
 
-# %% ../nbs/10_sparse.ipynb #c075
+# %% ../nbs/10_sparse.ipynb #c077
 def _bench(argv=None):
     a = bench_parser().parse_args(argv)
     if a.images < 1 or a.repeats < 1 or min(a.threads) < 1: raise ValueError("--images, --repeats and --threads must be positive")
