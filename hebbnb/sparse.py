@@ -19,7 +19,7 @@ from .flops import static_macs, dynamic_macs
 __all__ = ['CL', 'NCHW', 'BENCH_COLUMNS', 'random_gated', 'fold_bn', 'SparseConv', 'sparse_conv', 'compile_steps', 'run_steps',
            'layers_of', 'SparseNet', 'to_sparse', 'check_exact', 'cifar_images', 'static_steps', 'run_static', 'tmin',
            'latency', 'executed_macs', 'profile_layers', 'tune_layers', 'dense_macs_of', 'union_share', 'cpu_name',
-           'bench', 'plot_speedup', 'merge_rows', 'plot_table', 'bench_parser', 'bench_main']
+           'bench', 'plot_speedup', 'merge_rows', 'read_rows', 'plot_table', 'bench_parser', 'bench_main']
 
 # %% ../nbs/10_sparse.ipynb #c006
 @torch.no_grad()
@@ -599,7 +599,11 @@ def merge_rows(path: Path,             # CSV with BENCH_COLUMNS (created if miss
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'w', newline='') as f:
         w = csv.DictWriter(f, BENCH_COLUMNS); w.writeheader(); w.writerows(table)
-    return [{k: _number(v) for k, v in d.items()} for d in table]
+    return read_rows(path)
+
+def read_rows(path: Path) -> list[dict]:
+    "The rows of a benchmark CSV, numbers as floats."
+    return [{k: _number(v) for k, v in d.items()} for d in csv.DictReader(open(path))]
 
 def plot_table(rows: list[dict]):
     "Per benchmark row: the MACs ratio, and the speed-ups of the static network and of the executor over dense."

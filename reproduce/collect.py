@@ -1,6 +1,7 @@
 """Collect hebbnb run folders into one results CSV (one row per run).
 
 Usage: python reproduce/collect.py RUNS_DIR OUT.csv
+       python reproduce/collect.py --markdown OUT.csv    # the README's results table, from the CSV
 Reads RUNS_DIR/*/metrics.json, and RUNS_DIR/estimate_forward|estimate_dense/estimate.json for the before-training
 estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_DIR/*/eval.json, written by
 `hebbnb-eval --ckpt RUN/last.pt > RUN/eval.json`. Reductions and top-1 are in %; macs are mean exact MACs per image.
@@ -45,6 +46,23 @@ def collect(runs: Path, out: Path) -> list[dict]:
         w = csv.DictWriter(f, COLUMNS); w.writeheader(); w.writerows(rows)
     return rows
 
+def run_label(r: dict) -> str:
+    if r['method'] == 'baseline': return 'baseline'
+    if r['method'] == 'uniform': return f"uniform labels, keep {float(r['keep']):g}"
+    return f"FTWT {r['mode']}, r = {float(r['r']):g}" + ('' if r['softmax'] in (True, 'True') else ', no softmax')
+
+def markdown(path: Path) -> str:
+    "The results table of the README, from a CSV written by `collect`."
+    cell = lambda v, f: '' if v in (None, '') else f.format(float(v))
+    lines = ['| run | epochs | top-1 (%) | exact FLOPs reduction (%) | paper convention (%) | estimated, dense (%) | input-dependent filters (%) |',
+             '|---|---|---|---|---|---|---|']
+    for r in csv.DictReader(open(path)):
+        lines.append(f"| {run_label(r)} | {r['epochs']} | {float(r['top1']):.2f} | {float(r['flops_reduction']):.1f} | "
+                     f"{float(r['flops_reduction_paper']):.1f} | {cell(r['estimated_reduction_dense'], '{:.1f}')} | {cell(r['dynamic_filters'], '{:.1f}')} |")
+    return '\n'.join(lines)
+
 if __name__ == '__main__':
-    if len(sys.argv) != 3: sys.exit(__doc__)
-    for r in collect(Path(sys.argv[1]), Path(sys.argv[2])): print(r)
+    if len(sys.argv) == 3 and sys.argv[1] == '--markdown': print(markdown(Path(sys.argv[2])))
+    elif len(sys.argv) == 3:
+        for r in collect(Path(sys.argv[1]), Path(sys.argv[2])): print(r)
+    else: sys.exit(__doc__)
