@@ -636,6 +636,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument('--quick', action='store_true', help='smoke test: 8 images, 1 repeat')
     p.add_argument('--seed', type=int, default=0, help='seed of the random-weight model and random images')
     p.add_argument('--out', default='results', help='output folder')
+    p.add_argument('--name', help="the model's name in the rows (default: its architecture, with ':random' for random weights)")
     p.add_argument('--table', help='also merge the rows into this CSV (replacing rows of the same arch, r and threads) and redraw its plot beside it')
     return p
 
@@ -668,6 +669,7 @@ def _bench(argv=None):
         model, arch = random_gated(arch, a.keep, x=calib, seed=a.seed), f'{arch}:random'
         print(f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (smoke test, not a result)", file=sys.stderr)
     xs, source = _images(dataset, input_size(arch.split(':')[0]), a.data, n, seed=a.seed)
+    arch = a.name or arch
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     rows, det = bench(model, xs, arch, r, tuple(a.threads), repeats, a.block, a.tune)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)

@@ -98,12 +98,12 @@ def test_bench_cli_smoke(tmp_path):
 def test_bench_table_merges_runs(tmp_path):
     "--table collects rows of several runs in one CSV; a rerun of the same arch, r and threads replaces its row."
     table = tmp_path / 'speedup.csv'
-    for arch, keep in (('resnet20', 0.5), ('resnet20', 0.5), ('resnet56', 0.3)):
+    for arch, name in (('resnet20', []), ('resnet20', []), ('resnet56', []), ('resnet20', ['--name', 'mine'])):
         with pytest.raises(SystemExit) as e:
-            bench_main(['--arch', arch, '--keep', str(keep), '--quick', '--images', '2', '--out', str(tmp_path / arch), '--table', str(table)])
+            bench_main(['--arch', arch, '--quick', '--images', '2', '--out', str(tmp_path / arch), '--table', str(table)] + name)
         assert e.value.code == 0
     rows = list(csv.DictReader(open(table)))
-    assert [r['arch'] for r in rows] == ['resnet20:random', 'resnet56:random'] and list(rows[0]) == BENCH_COLUMNS
+    assert [r['arch'] for r in rows] == ['mine', 'resnet20:random', 'resnet56:random'] and list(rows[0]) == BENCH_COLUMNS
     assert table.with_suffix('.png').stat().st_size > 0
 
 def test_bench_cli_bad_input_is_one_line(tmp_path, capsys):
