@@ -28,7 +28,8 @@ def test_estimates_in_the_csv_are_those_of_the_estimate_files():
         for r in rows():
             if r['method'] == 'ftwt': assert float(r[col]) == pytest.approx(est[round(float(r['r']), 4)], abs=0.006)
 
-@pytest.mark.parametrize('name, gated', [('cifar10_resnet20_baseline', False), ('cifar10_resnet20_ftwt_r0.8_e3', True)])
+@pytest.mark.parametrize('name, gated', [('cifar10_resnet20_baseline', False), ('cifar10_resnet20_ftwt_r0.8_e3', True),
+                                         ('cifar10_resnet20_ftwt_r0.8_e3_nosoftmax', True)])
 def test_committed_checkpoints_load(name, gated):
     model, ck = model_from_checkpoint(ROOT / 'checkpoints' / f'{name}.pt')
     assert ck['gated'] == gated and ck['arch'] == 'resnet20'
@@ -36,7 +37,7 @@ def test_committed_checkpoints_load(name, gated):
     assert metrics['top1'] == pytest.approx(ck['best_top1'])
 
 @needs_data
-@pytest.mark.parametrize('name', ['cifar10_resnet20_baseline', 'cifar10_resnet20_ftwt_r0.8_e3'])
+@pytest.mark.parametrize('name', ['cifar10_resnet20_baseline', 'cifar10_resnet20_ftwt_r0.8_e3', 'cifar10_resnet20_ftwt_r0.8_e3_nosoftmax'])
 def test_committed_checkpoints_reproduce_their_metrics(name):
     "hebbnb-eval on the full test set gives the top-1 and FLOPs reduction recorded when the run finished."
     torch.set_num_threads(2)
@@ -44,3 +45,4 @@ def test_committed_checkpoints_reproduce_their_metrics(name):
     metrics = json.load(open(ROOT / 'checkpoints' / f'{name}.metrics.json'))
     assert res['top1'] == pytest.approx(metrics['top1'], abs=0.02)
     assert res['flops_reduction'] == pytest.approx(metrics['flops_reduction'], abs=0.05)
+    if 'dynamic_filters' in metrics: assert res['dynamic_filters'] == pytest.approx(metrics['dynamic_filters'], abs=0.2)
