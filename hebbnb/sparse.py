@@ -342,7 +342,8 @@ def static_steps(net: SparseNet, widths: dict | None = None, mf=NCHW) -> list[tu
         elif st[0] == 'block':
             _, L1, L2, sc, post = st
             c1, k1 = sl(L1, cur); c2, k2 = sl(L2, k1)
-            out.append(('block', c1, c2, sc if sc is None or type(sc) is tuple else sl(sc, cur)[0], post, L2.co))
+            short = None if sc is None else ('pad', *sc) if type(sc) is tuple else ('conv', sl(sc, cur)[0])
+            out.append(('block', c1, c2, short, post, L2.co))
             cur = k2 if post else L2.co
         elif st[0] == 'invres':
             cs, k = [], cur
@@ -364,8 +365,8 @@ def _static_block(st, v):
     _, c1, c2, sc, post, C = st
     h = _sconv(c1, v)
     if sc is None: s = _pad_to(v, C)
-    elif type(sc) is tuple: s = _pad_to(F.avg_pool2d(v, sc[1]) if sc[1] > 1 else v, sc[0])
-    else: s = _pad_to(_sconv(sc, v), C)
+    elif sc[0] == 'pad': s = _pad_to(F.avg_pool2d(v, sc[2]) if sc[2] > 1 else v, sc[1])   # ('pad', planes, stride)
+    else: s = _pad_to(_sconv(sc[1], v), C)                                                # ('conv', gated 1x1 downsample)
     if post: return _sconv(c2, h, s)
     o = _sconv(c2, h)
     s[:, :o.shape[1]] += o

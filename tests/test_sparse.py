@@ -6,7 +6,7 @@ from torch import nn
 from hebbnb.gating import gate, gated_layers, set_apply
 from hebbnb.models import conv_bn
 from hebbnb.sparse import (random_gated, to_sparse, check_exact, executed_macs, union_share, bench_main, cifar_images,
-                           BENCH_COLUMNS)
+                           BENCH_COLUMNS, static_steps, run_static)
 
 torch.set_num_threads(1)
 
@@ -111,3 +111,11 @@ def test_bench_cli_bad_input_is_one_line(tmp_path, capsys):
     assert e.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'not found' in err[0]
+
+@pytest.mark.parametrize('arch, hw', [('resnet20', 32), ('resnet18', 64)])
+def test_static_network_with_full_widths_is_the_dense_model(arch, hw):
+    "The static ceiling keeps every filter when no widths are given: it must equal the unmasked model (zero-pad and 1x1 conv shortcuts)."
+    x = inputs(4).repeat(1, 1, hw // 32, hw // 32)                      # (4, 3, hw, hw)
+    model = random_gated(arch, n=4, x=x)
+    with torch.no_grad(): ref = set_apply(model, 'none')(x[:2])
+    assert torch.allclose(run_static(static_steps(to_sparse(model)), x[:2]), ref, atol=1e-3)
