@@ -165,9 +165,9 @@ def eval_main(argv=None):
 # %% ../nbs/09_cli.ipynb #c018
 DEFAULT_RS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 
-REALISED_NOTE = ("note: trained heads keep more filters than their labels, so FTWT realises less than estimated; on CIFAR-10 ResNet-20, "
-                 "3-epoch decoupled runs at r 0.8-0.95 realised 2.7-8.4 points (mean 6.0) less than the dense estimate and 7.1-9.8 less "
-                 "than the forward one (hebbnb's results/cifar10_resnet20.csv)")
+REALISED_NOTE = ("note: trained heads can keep more filters than their labels: on CIFAR-10 ResNet-20, runs with the reference code's "
+                 "softmax heads (which learned static masks in 3-10 epochs) realised 0.1-8.4 points (mean 4.8) less than the dense estimate; "
+                 "heads without the softmax (hebbnb-train --no-softmax) came within 1.3 points of it (hebbnb's results/cifar10_resnet20.csv)")
 
 def estimate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='hebbnb-estimate', description='Estimate the FLOPs reduction of thresholds r before training.')

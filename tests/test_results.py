@@ -46,3 +46,18 @@ def test_committed_checkpoints_reproduce_their_metrics(name):
     assert res['top1'] == pytest.approx(metrics['top1'], abs=0.02)
     assert res['flops_reduction'] == pytest.approx(metrics['flops_reduction'], abs=0.05)
     if 'dynamic_filters' in metrics: assert res['dynamic_filters'] == pytest.approx(metrics['dynamic_filters'], abs=0.2)
+
+def test_readme_results_table_is_the_csv():
+    "The README's results table is rendered from results/cifar10_resnet20.csv, so the two cannot drift apart."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('collect', ROOT / 'reproduce' / 'collect.py')
+    collect = importlib.util.module_from_spec(spec); spec.loader.exec_module(collect)
+    assert collect.markdown(ROOT / 'results' / 'cifar10_resnet20.csv') in (ROOT / 'README.md').read_text()
+
+def test_speedup_csv_rows_are_complete():
+    from hebbnb.sparse import BENCH_COLUMNS, read_rows
+    rows = read_rows(ROOT / 'results' / 'speedup.csv')
+    assert rows and all(list(r) == BENCH_COLUMNS for r in rows)
+    for r in rows:
+        assert r['threads'] in (1, 2) and r['macs_ratio'] > 1 and 0 <= r['slower_share'] <= 1
+        assert r['R'] == pytest.approx(r['dense_ms'] / r['sparse_ms'] / r['macs_ratio'], rel=1e-3)
