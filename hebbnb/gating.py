@@ -6,6 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/gating.html.md"""
 
 # %% ../nbs/04_gating.ipynb #c003
 from __future__ import annotations
+import weakref
 import torch
 from torch import nn, Tensor
 from .labels import filter_saliency
@@ -13,7 +14,8 @@ from .mass import mass_mask, uniform_mask, check_r
 from .predictor import MaskPredictor
 
 # %% auto #0
-__all__ = ['APPLY_MODES', 'MODES', 'LABELS', 'GatedConv', 'GatedBasicBlock', 'gate', 'gated_layers', 'set_apply', 'set_r']
+__all__ = ['APPLY_MODES', 'MODES', 'LABELS', 'GatedConv', 'active_channels', 'GatedBasicBlock', 'gate', 'gated_layers',
+           'set_apply', 'set_r']
 
 # %% ../nbs/04_gating.ipynb #c006
 APPLY_MODES = ('predicted', 'oracle', 'none', 'given')
@@ -49,6 +51,7 @@ class GatedConv(nn.Module):
         self.mode, self.labels_kind = _check_choice('mode', mode, MODES), _check_choice('labels', labels, LABELS)
         self.apply = 'predicted'
         self.logits = self.labels = self.mask = self.given = None
+        self._trail = _Trail()  # `gate` shares one trail between all layers of a network
 
     @property
     def apply(self): return _ApplyMode(self._mask_choice, self)
@@ -57,25 +60,51 @@ class GatedConv(nn.Module):
 
 # %% ../nbs/04_gating.ipynb #c009
 @torch.no_grad()
-def _labels(self: GatedConv, y: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C)
-    "Self-supervised labels of a dense output: top filters by heatmap mass (or a uniform share)."
-    scores = filter_saliency(y).float()
-    if self.labels_kind == 'mass': return mass_mask(scores, self.r).to(y.dtype)
-    return uniform_mask(scores, self.keep if self.keep is not None else self.r).to(y.dtype)
+def active_channels(x: Tensor,  # (B, C, H, W) or (B, C) a layer's input
+                   ) -> Tensor:  # (B, C) bool: the channel holds a non-zero value
+    "Which input channels of every sample are not identically zero: the ones a conv or linear layer must read."
+    if x.dim() == 2: return x != 0
+    return filter_saliency(x, nonnegative=not x.amin() < 0) != 0  # a ReLU's output (the usual input) needs no abs pass
+
+class _Trail:
+    "The last gated output of a forward and its active channels: the next layer's input activity without a pass over it."
+    out, version, active = None, -1, None  # a weak reference to the tensor, its in-place version counter, (B, C) bool
+    def remember(self, out: Tensor, active: Tensor): self.out, self.version, self.active = weakref.ref(out), out._version, active
+    def recall(self, x: Tensor) -> Tensor:  # (B, C) bool
+        "Active channels of `x`: remembered when `x` is the unmodified last gated output, else measured."
+        if self.out is not None and self.out() is x and x._version == self.version: return self.active
+        return active_channels(x)
+    def __getstate__(self): return {}   # weak references do not pickle; a copy starts with an empty trail
+
+@torch.no_grad()
+def _labels(self: GatedConv, scores: Tensor) -> Tensor:  # (B, C) filter scores -> (B, C) float {0, 1}
+    "Self-supervised labels: top filters by heatmap mass (or a uniform share)."
+    if self.labels_kind == 'mass': return mass_mask(scores, self.r)
+    return uniform_mask(scores, self.keep if self.keep is not None else self.r)
+
+def _chosen_mask(self: GatedConv, dtype: torch.dtype) -> Tensor:  # (B, C)
+    if self._mask_choice == 'predicted': return (self.logits.detach() > 0).to(dtype)
+    if self._mask_choice == 'oracle': return self.labels
+    if self._mask_choice == 'none': return torch.ones_like(self.labels)
+    if self.given is None: raise ValueError("apply='given' needs a (B, C) mask in layer.given")
+    return self.given.to(dtype)
 
 def _forward(self: GatedConv, x: Tensor, residual: Tensor | None = None) -> Tensor:
     y = self.bn(self.conv(x))                                                    # (B, C, H', W')
     if residual is not None: y = y + residual
     y = self.act(y)
     self.logits = self.predictor(x.detach() if self.mode == 'decoupled' else x)  # (B, C)
-    self.labels = _labels(self, y)                                              # (B, C)
-    if self._mask_choice == 'predicted': self.mask = (self.logits.detach() > 0).to(y.dtype)
-    elif self._mask_choice == 'oracle': self.mask = self.labels
-    elif self._mask_choice == 'none': self.mask = torch.ones_like(self.labels)
-    elif self.given is None: raise ValueError("apply='given' needs a (B, C) mask in layer.given")
-    else: self.mask = self.given.to(y.dtype)
-    with torch.no_grad(): self.in_active, self.out_hw = (x != 0).flatten(2).any(2), y.shape[2] * y.shape[3]
-    return y * self.mask[:, :, None, None]
+    scores = filter_saliency(y, nonnegative=isinstance(self.act, (nn.ReLU, nn.ReLU6))).float()  # (B, C)
+    self.labels = _labels(self, scores).to(y.dtype)                             # (B, C)
+    self.mask = _chosen_mask(self, y.dtype)                                     # (B, C)
+    m = self.mask[:, :, None, None]
+    out = y * m if torch.is_grad_enabled() else y.mul_(m)                       # y is ours: no copy without autograd
+    self.out_hw = y.shape[2] * y.shape[3]
+    if self.training: self.in_active = None
+    else:
+        self.in_active = self._trail.recall(x)                                  # (B, C_in) bool
+        self._trail.remember(out, (scores != 0) & (self.mask != 0))            # out's active channels, for the next layer
+    return out
 
 GatedConv.forward = _forward
 
@@ -122,10 +151,8 @@ def _gate_tree(m: nn.Module, label_at: str, gate_kw: dict) -> nn.Module:
     return m
 
 # %% ../nbs/04_gating.ipynb #c017
-@torch.no_grad()
-def _record_activity(m: nn.Module, args, out: Tensor):
-    x = args[0]  # (B, C_in, H, W) or (B, C_in)
-    m.in_active = (x != 0).flatten(2).any(2) if x.dim() == 4 else x != 0
+def _record_activity(m: nn.Module, args, out: Tensor):  # eval only, like GatedConv's own record
+    m.in_active = None if m.training else active_channels(args[0])
     m.out_hw = out.shape[2] * out.shape[3] if out.dim() == 4 else 1
 
 def gate(model: nn.Module,            # a dense network built from conv-BN units and/or basic blocks
@@ -141,7 +168,10 @@ def gate(model: nn.Module,            # a dense network built from conv-BN units
     gate_kw = dict(r=r, mode=mode, labels=labels, pool=pool, keep=keep, softmax=softmax)
     model = _gate_tree(model, label_at, gate_kw)
     if not gated_layers(model): raise ValueError("gate found no conv followed by batch norm to wrap")
-    gated_convs = {id(g.conv) for g in gated_layers(model)}
+    trail = _Trail()
+    for g in gated_layers(model): g._trail = trail
+    model.train(model.training)  # new gated layers take the model's train/eval mode
+    gated_convs = {id(m) for g in gated_layers(model) for m in (g.conv, g.predictor.fc)}  # heads are not counted
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in gated_convs: m.register_forward_hook(_record_activity)
     return model

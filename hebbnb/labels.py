@@ -8,16 +8,19 @@ Docs: https://hebbnb.github.io/hebbnb/topk_labels.html.md"""
 from __future__ import annotations
 import torch
 from torch import Tensor
+import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['filter_saliency', 'topk_mask', 'plot_heatmaps']
 
 # %% ../nbs/01_topk_labels.ipynb #c006
-def filter_saliency(act: Tensor, # (B, C, H, W) a layer's output
-                   ) -> Tensor:  # (B, C) peak |activation| of every filter
-    "Score every filter of every sample by the spatial maximum of its absolute activation."
+def filter_saliency(act: Tensor,                # (B, C, H, W) a layer's output
+                    nonnegative: bool = False,  # act >= 0 everywhere (e.g. after a ReLU): skip the abs
+                   ) -> Tensor:                 # (B, C) peak |activation| of every filter
+    "Score every filter of every sample by the spatial maximum of its absolute activation (reference: `get_fmap_criteria`)."
     if act.dim() != 4: raise ValueError(f"filter_saliency expects (B, C, H, W) activations, got shape {tuple(act.shape)}")
-    return act.detach().abs().amax(dim=(2, 3))
+    a = act.detach() if nonnegative else act.detach().abs()
+    return F.max_pool2d(a, a.shape[2:]).flatten(1)  # s_c = max_{h,w} |a_{c,h,w}|, one pass in any memory format
 
 # %% ../nbs/01_topk_labels.ipynb #c009
 def _check_scores(scores: Tensor):

@@ -29,16 +29,23 @@ def mass_k(scores: Tensor,     # (B, C) non-negative per-filter scores
            r: float,           # heatmap-mass threshold in (0, 1]
            min_keep: int = 1,  # never keep fewer filters than this
           ) -> Tensor:         # (B,) long: filters kept per sample
-    "Number of leading filters whose cumulative share of the activation mass stays within `r`."
-    r = check_r(r)
+    "Number of leading filters whose cumulative share of the activation mass stays within `r` (reference: `get_gt_mask_ratio`)."
+    r = _check_mass_inputs(scores, r)
+    return _k_of_sorted(scores.sort(1, descending=True).values, scores.sum(1, keepdim=True), r, min_keep)
+
+def _check_mass_inputs(scores: Tensor, r: float) -> float:
     _check_scores(scores)
     if (scores < 0).any(): raise ValueError("scores must be non-negative (use filter_saliency)")
-    total = scores.sum(1, keepdim=True)                            # (B, 1)
-    p = scores / total.clamp_min(torch.finfo(scores.dtype).tiny)   # (B, C) normalised mass
+    return check_r(r)
+
+def _k_of_sorted(ranked: Tensor,   # (B, C) scores in decreasing order
+                 total: Tensor,    # (B, 1) their sum, taken in filter order
+                 r: float, min_keep: int) -> Tensor:  # (B,) long
+    p = ranked / total.clamp_min(torch.finfo(ranked.dtype).tiny)  # (B, C) p_(1) >= p_(2) >= ...
     if r == 1: k = (p > TOL).sum(1)                                # only dead filters go
-    else: k = (p.sort(1, descending=True).values.cumsum(1) - r <= TOL).sum(1)
+    else: k = (p.cumsum(1) - r <= TOL).sum(1)                     # k = max{n : sum_{i<=n} p_(i) <= r}, within TOL
     k = torch.where(total[:, 0] > 0, k, torch.zeros_like(k))
-    return k.clamp(min=min(min_keep, scores.shape[1]))
+    return k.clamp(min=min(min_keep, ranked.shape[1]))
 
 # %% ../nbs/02_heatmap_mass.ipynb #c012
 def mass_mask(scores: Tensor,     # (B, C) non-negative per-filter scores
@@ -46,7 +53,11 @@ def mass_mask(scores: Tensor,     # (B, C) non-negative per-filter scores
               min_keep: int = 1,  # never keep fewer filters than this
              ) -> Tensor:         # (B, C) float {0, 1} labels
     "Self-supervised labels: 1 on the filters that hold a share `r` of the activation mass."
-    return topk_mask(scores, mass_k(scores, r, min_keep))
+    r = _check_mass_inputs(scores, r)
+    ranked, order = scores.sort(dim=1, descending=True, stable=True)          # (B, C) each: one sort for k and the ranks
+    k = _k_of_sorted(ranked, scores.sum(1, keepdim=True), r, min_keep)    # (B,)
+    kept = (torch.arange(scores.shape[1], device=scores.device) < k[:, None]).float()  # (B, C) by rank
+    return torch.zeros(scores.shape, device=scores.device).scatter_(1, order, kept)   # (B, C) by filter
 
 def uniform_mask(scores: Tensor,  # (B, C) per-filter scores
                  keep: float,     # fraction of filters to keep, in (0, 1]

@@ -27,9 +27,9 @@ class MaskPredictor(nn.Module):
         self.fc = nn.Conv2d(in_channels, out_channels, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C_in, H, W) -> (B, C) logits
-        z = x.mean((2, 3), keepdim=True) if self.pool == 'avg' else x.amax((2, 3), keepdim=True)  # (B, C_in, 1, 1)
+        z = x.mean((2, 3)) if self.pool == 'avg' else F.max_pool2d(x, x.shape[2:]).flatten(1)  # (B, C_in)
         if self.softmax: z = z.softmax(1)
-        return self.fc(z).flatten(1)
+        return F.linear(z, self.fc.weight.flatten(1), self.fc.bias)  # = self.fc on the (B, C_in, 1, 1) map
 
 # %% ../nbs/03_mask_predictor.ipynb #c009
 def binarize(logits: Tensor) -> Tensor:  # (B, C) -> (B, C) float {0, 1}

@@ -1,0 +1,75 @@
+"""Benchmark: dense vs FTWT training step and evaluation step of the same model, in one process, interleaved rounds.
+
+    python reproduce/train_step.py --archs resnet20 resnet56 vgg16_bn --threads 2 --out results/train_step.csv
+
+Each round times `--steps` batches of every variant in turn (after a warm-up), so that machine drift hits all variants
+alike; the table reports the median over rounds and each FTWT variant's time as a ratio to the dense one of its round.
+The steps are hebbnb's own `train_epoch` and `evaluate` (which counts exact MACs per input) on random CIFAR-size batches.
+"""
+import argparse, copy, csv, os, platform, statistics, time
+from pathlib import Path
+import torch
+from hebbnb.models import create, input_size
+from hebbnb.gating import gate
+from hebbnb.flops import static_macs
+from hebbnb.train import Runtime, train_epoch, evaluate, make_optimizers, tiny_config
+
+def cpu_name() -> str:
+    "The CPU model from /proc/cpuinfo (the platform's processor string elsewhere)."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+def variants(arch: str, r: float, batch: int, rt: Runtime) -> dict:
+    "name -> (callable running one batch, images per call): dense/FTWT train and eval steps of one `arch`."
+    dense = create(arch, 10).to(rt.device, memory_format=torch.channels_last)
+    ftwt = gate(copy.deepcopy(dense), r=r).to(rt.device, memory_format=torch.channels_last)
+    x = torch.randn(batch, *input_size(arch), device=rt.device)
+    y = torch.randint(0, 10, (batch,), device=rt.device)
+    static = static_macs(dense, input_size(arch))
+    def train(model, method):
+        cfg = tiny_config(arch=arch, method=method)
+        opt_b, opt_m, _, _ = make_optimizers(model, cfg)
+        return lambda: train_epoch(model, [(x, y)], rt, opt_b, opt_m, 1.0, 0)
+    return {'dense train': train(dense, 'baseline'), 'ftwt train': train(ftwt, 'ftwt'),
+            'dense eval': lambda: evaluate(dense, [(x, y)], rt, static), 'ftwt eval': lambda: evaluate(ftwt, [(x, y)], rt, static)}
+
+def bench(arch: str, r: float, batch: int, rounds: int, steps: int, rt: Runtime) -> list[dict]:
+    "Median seconds per batch of each variant over interleaved rounds, with the FTWT/dense ratio of each round."
+    fns = variants(arch, r, batch, rt)
+    for f in fns.values(): f()                                       # warm-up
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(steps): f()
+            times[k].append((time.perf_counter() - t0) / steps)
+    rows = []
+    for k, ts in times.items():
+        dense = times[k.replace('ftwt', 'dense')]
+        rows.append(dict(arch=arch, step=k.split()[1], variant=k.split()[0], batch=batch, r=r if 'ftwt' in k else '',
+                         seconds=round(statistics.median(ts), 4), images_per_s=round(batch / statistics.median(ts), 1),
+                         ratio_to_dense=round(statistics.median(t / d for t, d in zip(ts, dense)), 3)))
+    return rows
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--archs', nargs='+', default=['resnet20', 'resnet56', 'vgg16_bn'], help='models to benchmark')
+    p.add_argument('--r', type=float, default=0.9, help='heatmap-mass threshold of the FTWT labels')
+    p.add_argument('--batch', type=int, default=128, help='images per step')
+    p.add_argument('--rounds', type=int, default=5, help='interleaved rounds (the median is reported)')
+    p.add_argument('--steps', type=int, default=3, help='batches per variant per round')
+    p.add_argument('--threads', type=int, default=2, help='CPU threads')
+    p.add_argument('--out', default='results/train_step.csv', help='CSV to write')
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    rt = Runtime(torch.device('cpu'))
+    meta = dict(machine=cpu_name(), threads=a.threads, torch=torch.__version__, omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', ''))
+    rows = []
+    for arch in a.archs:
+        for row in bench(arch, a.r, a.batch, a.rounds, a.steps, rt):
+            rows.append({**row, **meta}); print(rows[-1], flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.out, 'w', newline='') as f:
+        w = csv.DictWriter(f, list(rows[0])); w.writeheader(); w.writerows(rows)
+
+if __name__ == '__main__': main()
