@@ -11,7 +11,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 import torch
 import hebbnb
-from .train import (TrainConfig, check_config, fit, model_from_checkpoint, setup_runtime, make_data, plain_batches, evaluate,
+from .train import (TrainConfig, check_config, fit, model_from_checkpoint, setup_runtime, make_data, plain_batches, evaluate, saving_split,
                           load_checkpoint, NonFiniteLoss, Interrupted, DATASETS)
 from .flops import static_macs, reduction_curve, r_for_budget, plot_budget
 from .models import input_size
@@ -59,10 +59,11 @@ HELP = {
     'keep': "kept share of filters for --labels uniform", 'pool': "predictor pooling: 'avg' or 'max'",
     'label_at': "ResNet conv2 labels 'pre' or 'post' residual addition", 'mlr': 'predictor-head learning rate',
     'mask_weight': 'mask-loss weight before the cooldown', 'cooldown': 'fraction of epochs after which the heads freeze',
+    'train': "'all' (backbone and heads learn) or 'heads' (backbone frozen, eval-mode BN; needs --cooldown 1)",
     'out': 'output folder', 'device': "'auto', 'cpu', 'cuda' or 'cuda:N'", 'threads': 'CPU threads per process',
     'workers': 'ImageNet loader workers', 'max_steps': 'cut every epoch after N batches (smoke tests)',
     'progress': 'show progress bars', 'tensorboard': 'also log to TensorBoard'}
-FTWT_ONLY = ('init', 'r', 'mode', 'labels', 'keep', 'pool', 'softmax', 'label_at', 'mlr', 'mask_weight', 'cooldown')
+FTWT_ONLY = ('init', 'r', 'mode', 'labels', 'keep', 'pool', 'softmax', 'label_at', 'mlr', 'mask_weight', 'cooldown', 'train')
 
 def _add_field(p: argparse.ArgumentParser, f, required=False):
     flag = '--' + f.name.replace('_', '-')
@@ -146,13 +147,14 @@ def reading_config(ck: dict, data=None, download=True, batch_size=256, device='a
                           'batch_size': batch_size, 'device': device, 'subset': None, 'test_subset': None})
 
 def evaluate_checkpoint(ckpt, data=None, download=True, batch_size=256, device='auto', max_batches=None, apply='predicted') -> dict:
-    "Evaluate a checkpoint on its dataset's test set: top-1 (%), mean exact MACs, FLOPs reductions (%)."
+    "Evaluate a checkpoint on its dataset's test set: top-1 (%), exact MACs and FLOPs reductions (%), static/dynamic split."
     model, ck = model_from_checkpoint(ckpt, apply)
     cfg = reading_config(ck, data, download, batch_size, device)
     rt = setup_runtime(cfg)
     test_loader = plain_batches(cfg, rt, 'test')
     model = model.to(rt.device, memory_format=torch.channels_last)
     res = evaluate(model, test_loader, rt, static_macs(model, input_size(ck['arch'])), max_batches)
+    if ck['gated'] and apply == 'predicted': res |= saving_split(model, test_loader, rt, max_batches)
     return dict(res, arch=ck['arch'], dataset=ck['dataset'], method=ck['config']['method'], r=ck['config']['r'] if ck['gated'] else None, ckpt=str(ckpt))
 
 def eval_main(argv=None):

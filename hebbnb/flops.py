@@ -13,8 +13,8 @@ from .gating import GatedConv, gate, gated_layers, set_apply, set_r
 from .mass import check_r
 
 # %% auto #0
-__all__ = ['ESTIMATORS', 'conv_macs_per_sample', 'static_macs', 'dynamic_macs', 'head_macs', 'oracle_copy', 'reduction_curve',
-           'estimate_reduction', 'r_for_budget', 'plot_budget']
+__all__ = ['ESTIMATORS', 'conv_macs_per_sample', 'static_macs', 'layer_macs', 'dynamic_macs', 'head_macs', 'oracle_copy',
+           'reduction_curve', 'estimate_reduction', 'r_for_budget', 'plot_budget']
 
 # %% ../nbs/06_flops.ipynb #c006
 def conv_macs_per_sample(conv: nn.Conv2d, out_hw: int) -> int:
@@ -48,25 +48,36 @@ def _grouped_macs(out_active: Tensor,   # (B, C_out) bool
     a_in = in_active.float().view(B, groups, -1).sum(2)    # (B, g)
     return (a_out * a_in).sum(1) * ks * out_hw
 
-def _exact_macs(model: nn.Module) -> Tensor:
-    gated = {id(g.conv): g for g in gated_layers(model)}
-    heads = {id(g.predictor.fc) for g in gated.values()}
-    total = 0.
-    for m in model.modules():
+_NO_RECORD = "no eval-mode forward recorded: gate(model), model.eval() and run a forward first"
+
+def layer_macs(model: nn.Module,     # a gated model after an eval-mode forward
+               dense: bool = False,  # count every channel as active: the dense cost at the last forward's sizes
+              ) -> dict[str, Tensor]:  # layer name -> (B,) exact MACs of every sample of the last forward
+    "Exact MACs of every conv and linear layer (predictor heads excluded) of the last forward, in definition order."
+    gated = {id(g.conv): (n, g) for n, g in model.named_modules() if isinstance(g, GatedConv)}
+    heads = {id(g.predictor.fc) for _, g in gated.values()}
+    out = {}
+    for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and id(m) not in heads:
-            src = gated.get(id(m), m)  # a gated conv's record lives on its GatedConv
-            if getattr(src, 'in_active', None) is None: raise RuntimeError("no forward recorded: gate(model) and run a forward first")
-            out_active = src.mask != 0 if id(m) in gated else torch.ones(len(src.in_active), m.out_channels, dtype=torch.bool, device=src.in_active.device)
-            total = total + _grouped_macs(out_active, src.in_active, m.groups, m.kernel_size[0] * m.kernel_size[1], src.out_hw)
+            name, src = gated.get(id(m), (name, m))  # a gated conv's record lives on its GatedConv
+            if getattr(src, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
+            in_active = torch.ones_like(src.in_active) if dense else src.in_active  # (B, C_in) bool
+            out_active = src.mask != 0 if src is not m and not dense else torch.ones(len(in_active), m.out_channels, dtype=torch.bool, device=in_active.device)
+            out[name] = _grouped_macs(out_active, in_active, m.groups, m.kernel_size[0] * m.kernel_size[1], src.out_hw)
         elif isinstance(m, nn.Linear):
-            if getattr(m, 'in_active', None) is None: raise RuntimeError("no forward recorded: gate(model) and run a forward first")
-            total = total + m.in_active.flatten(1).float().sum(1) * m.out_features
+            if getattr(m, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
+            out[name] = (torch.ones_like(m.in_active) if dense else m.in_active).flatten(1).float().sum(1) * m.out_features
+    return out
+
+def _exact_macs(model: nn.Module) -> Tensor:  # (B,)
+    total = 0.
+    for macs in layer_macs(model).values(): total = total + macs
     return total
 
 # %% ../nbs/06_flops.ipynb #c012
 def _paper_macs(model: nn.Module) -> Tensor:
     layers = gated_layers(model)
-    if not layers or layers[0].mask is None: raise RuntimeError("no forward recorded: gate(model) and run a forward first")
+    if not layers or layers[0].mask is None: raise RuntimeError(_NO_RECORD)
     prev = torch.full((len(layers[0].mask),), float(layers[0].conv.in_channels), device=layers[0].mask.device)
     total = 0.
     for g in layers:

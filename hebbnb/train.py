@@ -16,14 +16,14 @@ import torch.distributed as dist
 from .models import create, available, input_size
 from .gating import gate, gated_layers, GatedConv
 from .predictor import mask_loss
-from .flops import static_macs, dynamic_macs, head_macs
+from .flops import static_macs, dynamic_macs, head_macs, layer_macs
 from .mass import check_r
 
 # %% auto #0
 __all__ = ['DATASETS', 'CKPT_FORMAT', 'LOG_FIELDS', 'TrainConfig', 'check_config', 'tiny_config', 'Runtime', 'setup_runtime',
            'synthetic_images', 'make_data', 'plain_batches', 'save_atomic', 'load_checkpoint', 'build_model',
-           'model_from_checkpoint', 'make_optimizers', 'mask_weight', 'evaluate', 'NonFiniteLoss', 'Interrupted',
-           'StopFlag', 'train_epoch', 'fit']
+           'freeze_backbone', 'model_from_checkpoint', 'make_optimizers', 'mask_weight', 'head_quality', 'evaluate',
+           'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'train_epoch', 'fit']
 
 # %% ../nbs/08_train.ipynb #c006
 @dataclass
@@ -56,6 +56,7 @@ class TrainConfig:
     mlr: float = 0.1                   # FTWT: predictor-head learning rate
     mask_weight: float = 1.0           # FTWT: weight w of the mask loss before the cooldown
     cooldown: float = 0.5              # FTWT: fraction of epochs after which w = 0 and the heads freeze
+    train: str = 'all'                 # FTWT: 'all' (backbone and heads learn) or 'heads' (backbone frozen with eval-mode BN; heads only)
     out: str = 'runs/run'              # output folder: checkpoints, log.csv, metrics.json
     device: str = 'auto'               # 'auto', 'cpu', 'cuda' or 'cuda:N'
     threads: int | None = None         # CPU threads (default: all cores, shared among local processes)
@@ -75,7 +76,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     _one_of('arch', cfg.arch, available()); _one_of('dataset', cfg.dataset, DATASETS)
     _one_of('method', cfg.method, ('baseline', 'ftwt')); _one_of('schedule', cfg.schedule, ('step', 'cosine'))
     _one_of('mode', cfg.mode, ('decoupled', 'joint')); _one_of('labels', cfg.labels, ('mass', 'uniform'))
-    _one_of('pool', cfg.pool, ('avg', 'max')); _one_of('label_at', cfg.label_at, ('pre', 'post')); _one_of('softmax', cfg.softmax, (True, False))
+    _one_of('train', cfg.train, ('all', 'heads')); _one_of('pool', cfg.pool, ('avg', 'max')); _one_of('label_at', cfg.label_at, ('pre', 'post')); _one_of('softmax', cfg.softmax, (True, False))
     check_r(cfg.r)
     if cfg.keep is not None and not 0 < cfg.keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {cfg.keep}")
     for name in ('epochs', 'batch_size'):
@@ -83,6 +84,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     for name in ('lr', 'mlr'):
         if not getattr(cfg, name) > 0: raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
     if not 0 <= cfg.cooldown <= 1: raise ValueError(f"cooldown must be a fraction in [0, 1], got {cfg.cooldown}")
+    if cfg.train == 'heads' and cfg.method != 'ftwt': raise ValueError("train='heads' trains FTWT's mask heads: it needs method='ftwt'")
+    if cfg.train == 'heads' and cfg.cooldown < 1: raise ValueError(f"train='heads' learns from the mask loss alone: set cooldown=1 (mask loss in every epoch), got {cfg.cooldown}")
     for name in ('subset', 'test_subset'):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1: raise ValueError(f"{name} must be a positive number of images, got {getattr(cfg, name)}")
     if cfg.dataset == 'imagenet' and input_size(cfg.arch)[1] != 224: raise ValueError(f"{cfg.arch} is a CIFAR network; use resnet18, resnet34 or mobilenetv1_imagenet for imagenet")
@@ -192,6 +195,13 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
             if ck['gated']: raise ValueError(f"{cfg.init} is an FTWT checkpoint; start FTWT from a baseline checkpoint")
             model.load_state_dict(ck['model'])
         gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
+        if cfg.train == 'heads': freeze_backbone(model)
+    return model
+
+def freeze_backbone(model: nn.Module) -> nn.Module:
+    "Let only the mask heads learn (train='heads'): no gradient for any other parameter; `train_epoch` keeps batch norms in eval mode."
+    heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
+    for p in model.parameters(): p.requires_grad_(id(p) in heads)
     return model
 
 def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[nn.Module, dict]:
@@ -211,16 +221,41 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> tuple:
     "(backbone SGD, heads SGD or None, their schedulers)."
     heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
     backbone = [p for p in model.parameters() if id(p) not in heads]
-    opt_b = torch.optim.SGD(backbone, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt_b = torch.optim.SGD(backbone, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) if cfg.train == 'all' else None
     opt_m = torch.optim.SGD([p for p in model.parameters() if id(p) in heads], lr=cfg.mlr, momentum=cfg.momentum) if heads else None
     def sched(opt):
         if cfg.schedule == 'cosine': return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
-    return opt_b, opt_m, sched(opt_b), sched(opt_m) if opt_m else None
+    return opt_b, opt_m, sched(opt_b) if opt_b else None, sched(opt_m) if opt_m else None
 
 def mask_weight(cfg: TrainConfig, epoch: int) -> float:
     "The mask-loss weight w at `epoch`: `cfg.mask_weight` before the cooldown, 0 after."
     return cfg.mask_weight if cfg.method == 'ftwt' and epoch < cfg.cooldown * cfg.epochs else 0.
+
+# %% ../nbs/08_train.ipynb #hq02
+def head_quality(tp: Tensor,     # (...) decisions predicted on and labelled on (true positives)
+                 on: Tensor,     # (...) decisions predicted on
+                 pos: Tensor,    # (...) decisions labelled on
+                 total: Tensor,  # (...) all decisions
+                ) -> dict:       # accuracy, balanced_accuracy, f1: tensors in %, nan where undefined
+    "Accuracy, balanced accuracy and F1 (%) of the heads' on/off decisions against their labels, from counts."
+    tn = total - on - pos + tp                     # predicted off and labelled off
+    tpr, tnr = tp / pos, tn / (total - pos)        # recall of 'on' and of 'off' (nan without such labels)
+    balanced = torch.stack([tpr, tnr]).nanmean(0)  # (TPR + TNR) / 2: 50% for a head that always answers the same
+    return dict(accuracy=100 * (tp + tn) / total, balanced_accuracy=100 * balanced, f1=100 * 2 * tp / (on + pos))
+
+def _head_metrics(layers: list, counts: Tensor, used: Tensor, n: float) -> dict:  # counts (L, 3), used (sum C_l,)
+    sizes = [g.conv.out_channels for g in layers]
+    total = torch.tensor(sizes, dtype=torch.float64, device=counts.device) * n           # (L,) decisions per layer
+    per, pooled = head_quality(*counts.T, total), head_quality(*counts.sum(0), total.sum())
+    number = lambda v: None if math.isnan(v) else v
+    share = lambda flags: [100 * f.double().mean().item() for f in flags.split(sizes)]      # % of each layer's filters
+    varies = (used > 0) & (used < n)                                                       # kept for some inputs only
+    return dict(mask_accuracy=number(pooled['accuracy'].item()), balanced_accuracy=number(pooled['balanced_accuracy'].item()),
+                f1=number(pooled['f1'].item()), dynamic_filters=100 * varies.double().mean().item(),
+                per_layer=dict(balanced_accuracy=[number(v) for v in per['balanced_accuracy'].tolist()],
+                               f1=[number(v) for v in per['f1'].tolist()], dynamic_filters=share(varies),
+                               always_on=share(used == n), always_off=share(used == 0)))
 
 # %% ../nbs/08_train.ipynb #c025
 def _unwrap(model): return model.module if hasattr(model, 'module') else model
@@ -232,25 +267,57 @@ def _batches(loader, rt: Runtime, max_steps: int | None):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int | None = None) -> dict:
-    "Top-1 (%), mean exact MACs, FLOPs reduction (%) in both conventions and mask accuracy (%) over `loader`."
+    "Top-1 (%), mean exact MACs, FLOPs reductions (%) in both conventions, and how well and how dynamically the heads predict."
     core = _unwrap(model).eval()
     layers = gated_layers(core)
-    sums = torch.zeros(7, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, right labels, labels, kept share
+    sums = torch.zeros(5, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, kept share
+    counts = torch.zeros(len(layers), 3, dtype=torch.float64, device=rt.device)  # per layer: true positives, predicted on, labelled on
     used = torch.zeros(sum(g.conv.out_channels for g in layers), dtype=torch.float64, device=rt.device)  # inputs keeping each filter
     for x, y in _batches(loader, rt, max_steps):
         with rt.autocast(): out = core(x)
         sums[0] += (out.argmax(1) == y).sum(); sums[1] += len(y)
         if layers:
             sums[2] += dynamic_macs(core).sum(); sums[3] += dynamic_macs(core, 'paper').sum()
-            sums[4] += sum(((g.logits > 0) == (g.labels > 0.5)).sum() for g in layers); sums[5] += sum(g.labels.numel() for g in layers)
-            sums[6] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
+            sums[4] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
+            counts += torch.stack([torch.stack([((g.logits > 0) & (g.labels > 0.5)).sum(), (g.logits > 0).sum(), (g.labels > 0.5).sum()]) for g in layers])
             used += torch.cat([(g.mask > 0).sum(0) for g in layers])
-        else: sums[2:4] += static * len(y); sums[6] += len(y)
-    if rt.distributed: dist.all_reduce(sums); dist.all_reduce(used)
-    correct, n, macs, paper, right, nlab, kept = sums.tolist()
-    return dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
-                flops_reduction_paper=100 * (1 - paper / n / static), mask_accuracy=100 * right / nlab if nlab else None,
-                keep_ratio=kept / n, dynamic_filters=100 * ((used > 0) & (used < n)).double().mean().item() if layers else None)
+        else: sums[2:4] += static * len(y); sums[4] += len(y)
+    if rt.distributed: dist.all_reduce(sums); dist.all_reduce(counts); dist.all_reduce(used)
+    correct, n, macs, paper, kept = sums.tolist()
+    res = dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
+               flops_reduction_paper=100 * (1 - paper / n / static), keep_ratio=kept / n)
+    return res | (_head_metrics(layers, counts, used, n) if layers else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None))
+
+# %% ../nbs/08_train.ipynb #ss02
+def _add_macs(acc: dict, macs: dict):
+    for k, v in macs.items(): acc[k] = acc.get(k, 0.) + v.sum().item()
+
+@torch.no_grad()
+def saving_split(model: nn.Module, loader, rt: Runtime, max_steps: int | None = None) -> dict:
+    "Split a gated model's exact MACs saving (% of dense) into what static pruning also saves and what depends on the input."
+    core = _unwrap(model).eval()
+    layers = gated_layers(core)
+    if not layers: raise ValueError("saving_split needs a gated model")
+    choices, kept_by = [g._mask_choice for g in layers], [torch.zeros(g.conv.out_channels, device=rt.device) for g in layers]
+    dense, gated, static, n = {}, {}, {}, 0
+    for x, _ in _batches(loader, rt, max_steps):                  # pass 1: the gated model as it runs
+        with rt.autocast(): core(x)
+        for k, g in zip(kept_by, layers): k += (g.mask > 0).sum(0)
+        _add_macs(gated, layer_macs(core)); _add_macs(dense, layer_macs(core, dense=True)); n += len(x)
+    if rt.distributed: [dist.all_reduce(k) for k in kept_by]
+    for g, k in zip(layers, kept_by): g.apply = 'given'
+    for x, _ in _batches(loader, rt, max_steps):                  # pass 2: the union of kept filters, for every image
+        for g, k in zip(layers, kept_by): g.given = (k > 0).float().expand(len(x), -1)
+        with rt.autocast(): core(x)
+        _add_macs(static, layer_macs(core))
+    for g, c in zip(layers, choices): g.apply, g.given = c, None
+    names = list(dense)
+    sums = torch.tensor([[d[k] for k in names] for d in (dense, static, gated)] + [[n] * len(names)], dtype=torch.float64, device=rt.device)
+    if rt.distributed: dist.all_reduce(sums)
+    (d, s, gm), n = (sums[:3] / sums[3]).tolist(), sums[3, 0].item()  # mean MACs per image, per layer
+    return dict(static_saving=100 * (sum(d) - sum(s)) / sum(d), dynamic_saving=100 * (sum(s) - sum(gm)) / sum(d),
+                static_filters=100 * torch.cat([k == 0 for k in kept_by]).double().mean().item(),
+                per_layer_macs=dict(layer=names, dense=d, static=s, gated=gm))
 
 # %% ../nbs/08_train.ipynb #c030
 class NonFiniteLoss(RuntimeError): "The loss became NaN or infinite."
@@ -270,6 +337,9 @@ def train_epoch(model, loader, rt: Runtime, opt_b, opt_m, w: float, epoch: int, 
     "Train one epoch; return summed losses/accuracy and `steps` (batches done in this epoch, including `skip`)."
     from tqdm.auto import tqdm
     model.train()
+    if opt_b is None:  # frozen backbone (train='heads'): its batch norms normalise with their running statistics
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
     layers = gated_layers(_unwrap(model))
     sums, steps = torch.zeros(5, dtype=torch.float64, device=rt.device), skip  # loss, ce, mask loss, correct, n
     total = min(len(loader), max_steps) if max_steps is not None else len(loader)
@@ -281,10 +351,10 @@ def train_epoch(model, loader, rt: Runtime, opt_b, opt_m, w: float, epoch: int, 
         ml = mask_loss([g.logits for g in layers], [g.labels for g in layers]) if layers else torch.zeros((), device=rt.device)
         loss = ce + w * ml
         if not torch.isfinite(loss): raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
-        opt_b.zero_grad(set_to_none=True)
+        if opt_b: opt_b.zero_grad(set_to_none=True)
         if opt_m: opt_m.zero_grad(set_to_none=True)
         loss.backward()
-        opt_b.step()
+        if opt_b: opt_b.step()
         if opt_m and w > 0: opt_m.step()
         sums += torch.stack([loss.detach() * len(y), ce.detach() * len(y), ml.detach() * len(y), (out.argmax(1) == y).sum(), torch.tensor(len(y), device=rt.device)]).double()
         steps = i + 1
@@ -292,7 +362,7 @@ def train_epoch(model, loader, rt: Runtime, opt_b, opt_m, w: float, epoch: int, 
     return dict(sums=sums, steps=steps)
 
 # %% ../nbs/08_train.ipynb #c032
-LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy',
+LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
               'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters', 'seconds']
 
 def _write_log(rows: list[dict], out: Path):
@@ -366,7 +436,7 @@ def fit(cfg: TrainConfig,             # the run
             if rt.distributed: dist.all_reduce(res['sums'])
             loss, ce, ml, correct, n = res['sums'].tolist()
             metrics = evaluate(model, test_loader, rt, static, cfg.max_steps)
-            row = dict(epoch=epoch + 1, lr=opts[0].param_groups[0]['lr'], mlr=opts[1].param_groups[0]['lr'] if opts[1] else None, w=w,
+            row = dict(epoch=epoch + 1, lr=opts[0].param_groups[0]['lr'] if opts[0] else None, mlr=opts[1].param_groups[0]['lr'] if opts[1] else None, w=w,
                        loss=loss / n, ce=ce / n, mask_loss=ml / n, train_top1=100 * correct / n, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
                        seconds=time.time() - t0)
             rows.append(row)
@@ -385,10 +455,13 @@ def fit(cfg: TrainConfig,             # the run
     finally:
         for s, h in handlers.items(): signal.signal(s, h)
         if tb: tb.close()
+    split = saving_split(core, test_loader, rt, cfg.max_steps) if gated_layers(core) else {}
     final = dict(top1=metrics.get('top1'), best_top1=best, macs=metrics.get('macs'), static_macs=static,
                  flops_reduction=metrics.get('flops_reduction'), flops_reduction_paper=metrics.get('flops_reduction_paper'),
-                 mask_accuracy=metrics.get('mask_accuracy'), keep_ratio=metrics.get('keep_ratio'),
-                 dynamic_filters=metrics.get('dynamic_filters'), head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
+                 static_saving=split.get('static_saving'), dynamic_saving=split.get('dynamic_saving'),
+                 mask_accuracy=metrics.get('mask_accuracy'), balanced_accuracy=metrics.get('balanced_accuracy'), f1=metrics.get('f1'),
+                 keep_ratio=metrics.get('keep_ratio'), dynamic_filters=metrics.get('dynamic_filters'), per_layer=metrics.get('per_layer'),
+                 per_layer_macs=split.get('per_layer_macs'), train=cfg.train, head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
                  dataset=cfg.dataset, r=cfg.r if cfg.method == 'ftwt' else None, mode=cfg.mode if cfg.method == 'ftwt' else None,
                  labels=cfg.labels if cfg.method == 'ftwt' else None, keep=cfg.keep, epochs=cfg.epochs, subset=cfg.subset,
                  seconds=sum(r['seconds'] for r in rows), world_size=rt.world_size, device=str(rt.device), config=asdict(cfg))
