@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Is FTWT dynamic? (issue 11) CIFAR-10 ResNet-20 from the committed baseline, with hebbnb's own commands.
+# Usage: HEBBNB_DATA=../shared/data bash reproduce/dynamic_study.sh [stage ...]
+# Stages: heads (experiment 1: heads only, frozen backbone, 60 epochs on a 10,000-image class-balanced subset,
+#         {softmax, no softmax} x {mlr 0.1 (reference), 1.0}), long (experiment 2: decoupled r = 0.8, 30 epochs, full
+#         training set, mask loss for the first half, {softmax, no softmax}), collect.
+# Runs resume where they stopped. Runs longer than a session are continued from the stage checkpoints committed under
+# checkpoints/dynamic_study/ (last.pt, log.csv), which `save` refreshes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${HEBBNB_DATA:?set HEBBNB_DATA to the folder holding cifar10-jpeg.tar.gz}"
+RUNS="${RUNS:-runs/dynamic_study}"
+SAVED=checkpoints/dynamic_study
+BASE=checkpoints/cifar10_resnet20_baseline.pt
+export OMP_WAIT_POLICY=PASSIVE
+COMMON=(--arch resnet20 --dataset cifar10 --data "$DATA" --no-download --no-progress --threads "${THREADS:-1}" --init "$BASE"
+        --batch-size 128 --schedule cosine --r 0.8 --mode decoupled)
+done_run() { [ -f "$1/metrics.json" ]; }
+restore() {  # continue a run from its committed stage checkpoint
+  if [ ! -f "$RUNS/$1/last.pt" ] && [ -f "$SAVED/$1/last.pt" ]; then mkdir -p "$RUNS/$1"; cp "$SAVED/$1/"* "$RUNS/$1/"; fi
+}
+run() {  # run NAME ARGS...
+  local name=$1; shift
+  restore "$name"
+  done_run "$RUNS/$name" || hebbnb-train "${COMMON[@]}" "$@" --out "$RUNS/$name" --resume
+}
+heads_run() {  # heads_run SOFTMAX(softmax|nosoftmax) MLR
+  local flag=(); [ "$1" = nosoftmax ] && flag=(--no-softmax)
+  run "heads_$1_mlr$2" --train heads --cooldown 1 --epochs 60 --subset 10000 --mlr "$2" "${flag[@]}"
+}
+stage_heads() {  # two runs side by side, one thread each
+  (heads_run softmax 0.1; heads_run softmax 1.0) & (heads_run nosoftmax 0.1; heads_run nosoftmax 1.0) & wait
+}
+stage_long() {
+  (run long_softmax --epochs 30 --lr 0.01 --mlr 0.1 --cooldown 0.5) & (run long_nosoftmax --epochs 30 --lr 0.01 --mlr 0.1 --cooldown 0.5 --no-softmax) & wait
+}
+stage_save() {  # copy every run's resumable state into the repository
+  for d in "$RUNS"/*/; do
+    local name; name=$(basename "$d"); mkdir -p "$SAVED/$name"
+    cp "$d/last.pt" "$d/log.csv" "$SAVED/$name/"; [ -f "$d/metrics.json" ] && cp "$d/metrics.json" "$SAVED/$name/"
+  done
+}
+stage_collect() { python reproduce/collect.py "$RUNS" results/cifar10_resnet20_dynamic.csv; }
+
+for s in ${@:-heads long collect}; do echo "== $s"; "stage_$s"; done
