@@ -56,7 +56,7 @@ class TrainConfig:
     mlr: float = 0.1                   # FTWT: predictor-head learning rate
     mask_weight: float = 1.0           # FTWT: weight w of the mask loss before the cooldown
     cooldown: float = 0.5              # FTWT: fraction of epochs after which w = 0 and the heads freeze
-    train: str = 'all'                 # FTWT: 'all' (backbone and heads learn) or 'heads' (backbone frozen with eval-mode BN; heads only)
+    train: str = 'all'                 # FTWT: 'all' (backbone and heads learn) or 'heads' (frozen backbone runs dense, eval-mode BN; heads learn its labels)
     out: str = 'runs/run'              # output folder: checkpoints, log.csv, metrics.json
     device: str = 'auto'               # 'auto', 'cpu', 'cuda' or 'cuda:N'
     threads: int | None = None         # CPU threads (default: all cores, shared among local processes)
@@ -335,12 +335,24 @@ class StopFlag:
 def train_epoch(model, loader, rt: Runtime, opt_b, opt_m, w: float, epoch: int, skip: int = 0,
                 max_steps: int | None = None, stop: StopFlag | None = None, progress: bool = False) -> dict:
     "Train one epoch; return summed losses/accuracy and `steps` (batches done in this epoch, including `skip`)."
-    from tqdm.auto import tqdm
     model.train()
-    if opt_b is None:  # frozen backbone (train='heads'): its batch norms normalise with their running statistics
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
     layers = gated_layers(_unwrap(model))
+    with _dense_teacher(model, layers) if opt_b is None else contextlib.nullcontext():
+        return _epoch_steps(model, layers, loader, rt, opt_b, opt_m, w, epoch, skip, max_steps, stop, progress)
+
+@contextlib.contextmanager
+def _dense_teacher(model: nn.Module, layers: list):
+    "Frozen backbone (train='heads'): eval-mode batch norms and no mask applied, so the heads learn the dense network's labels."
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+    choices = [g.apply for g in layers]
+    for g in layers: g.apply = 'none'
+    try: yield
+    finally:
+        for g, c in zip(layers, choices): g.apply = c
+
+def _epoch_steps(model, layers, loader, rt, opt_b, opt_m, w, epoch, skip, max_steps, stop, progress) -> dict:
+    from tqdm.auto import tqdm
     sums, steps = torch.zeros(5, dtype=torch.float64, device=rt.device), skip  # loss, ce, mask loss, correct, n
     total = min(len(loader), max_steps) if max_steps is not None else len(loader)
     for i, (x, y) in enumerate(tqdm(_batches(loader, rt, max_steps), total=total, disable=not progress, leave=False, desc=f'epoch {epoch + 1}')):

@@ -2,7 +2,7 @@
 # Is FTWT dynamic? (issue 11) CIFAR-10 ResNet-20 from the committed baseline, with hebbnb's own commands.
 # Usage: HEBBNB_DATA=../shared/data bash reproduce/dynamic_study.sh [stage ...]
 # Stages: heads (experiment 1: heads only, frozen backbone, 60 epochs on a 10,000-image class-balanced subset,
-#         {softmax, no softmax} x {mlr 0.1 (reference), 1.0}), long (experiment 2: decoupled r = 0.8, 30 epochs, full
+#         evaluated per epoch on a 2,000-image test subset, {softmax, no softmax} x {mlr 0.1 (reference), 1.0}), long (experiment 2: decoupled r = 0.8, 30 epochs, full
 #         training set, mask loss for the first half, {softmax, no softmax}), collect.
 # Runs resume where they stopped. Runs longer than a session are continued from the stage checkpoints committed under
 # checkpoints/dynamic_study/ (last.pt, log.csv), which `save` refreshes.
@@ -26,7 +26,7 @@ run() {  # run NAME ARGS...
 }
 heads_run() {  # heads_run SOFTMAX(softmax|nosoftmax) MLR
   local flag=(); [ "$1" = nosoftmax ] && flag=(--no-softmax)
-  run "heads_$1_mlr$2" --train heads --cooldown 1 --epochs 60 --subset 10000 --mlr "$2" "${flag[@]}"
+  run "heads_$1_mlr$2" --train heads --cooldown 1 --epochs 60 --subset 10000 --test-subset 2000 --mlr "$2" "${flag[@]}"
 }
 stage_heads() {  # two runs side by side, one thread each
   (heads_run softmax 0.1; heads_run softmax 1.0) & (heads_run nosoftmax 0.1; heads_run nosoftmax 1.0) & wait
