@@ -16,7 +16,7 @@ packages, so that their `__init__.py` files (which need tensorboardX, cv2, the M
 again after the import, so their generic top-level names `utils` and `models` do not leak into the process.
 """
 from __future__ import annotations
-import argparse, csv, importlib, importlib.util, json, math, os, random, shlex, subprocess, sys, time, types
+import argparse, contextlib, csv, importlib, importlib.util, json, math, os, random, shlex, subprocess, sys, time, types
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import torch
@@ -276,10 +276,27 @@ def _batches(loader, max_steps):
         if max_steps is not None and i >= max_steps: return
         yield x.contiguous(memory_format=torch.channels_last), y
 
+class _KeepAll:
+    "Stands in for their `BinarizerSTEStatic` while the heads learn: every filter kept, so the frozen backbone runs dense."
+    @staticmethod
+    def apply(threshold, probs): return torch.ones_like(probs)
+
+@contextlib.contextmanager
+def _dense_teacher(R):
+    "As hebbnb's train='heads': no mask applied while the heads learn, so their labels are the dense network's."
+    binarizer = R.layers.BinarizerSTEStatic
+    R.layers.BinarizerSTEStatic = _KeepAll
+    try: yield
+    finally: R.layers.BinarizerSTEStatic = binarizer
+
 def heads_epoch(R, model, loader, opt, max_steps=None) -> dict:
-    "One epoch of their mask loss (weight 1, as before their cooldown) on the heads alone; the backbone does not move."
+    "One epoch of their mask loss (weight 1, as before their cooldown) on the heads alone; the backbone does not move and runs dense."
     heads_train_mode(model)
     sums = torch.zeros(4, dtype=torch.float64)   # mask loss, their mask accuracy (%), task loss, images
+    with _dense_teacher(R):
+        return _heads_steps(R, model, loader, opt, max_steps, sums)
+
+def _heads_steps(R, model, loader, opt, max_steps, sums) -> dict:
     for x, y in _batches(loader, max_steps):
         outputs, mask_logits, gt_mask, _ = model(x)
         mask_loss, mask_acc, _ = R.utils.compute_mask_loss_per_input(gt_mask, mask_logits, y, lweight=1.0)
