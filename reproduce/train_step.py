@@ -5,8 +5,12 @@
 Each round times `--steps` batches of every variant in turn (after a warm-up), so that machine drift hits all variants
 alike; the table reports the median over rounds and each FTWT variant's time as a ratio to the dense one of its round.
 The steps are hebbnb's own `train_epoch` and `evaluate` (which counts exact MACs per input) on random CIFAR-size batches.
+With `--reference DIR` (a checkout of github selkerdawy/FTWT, outside this repository) the reference code's dense and FTWT
+training steps (`reproduce/reference_ftwt.py`: their loop's forward, losses, backward and both optimiser steps, same batch,
+channels-last) join every round as variants 'reference dense' and 'reference ftwt', and a column `ratio_to_reference_dense`
+gives each training step's time over the reference dense step of its round.
 """
-import argparse, copy, csv, os, platform, statistics, time
+import argparse, copy, csv, os, platform, statistics, sys, time
 from pathlib import Path
 import torch
 from hebbnb.models import create, input_size
@@ -19,8 +23,8 @@ def cpu_name() -> str:
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
-def variants(arch: str, r: float, batch: int, rt: Runtime) -> dict:
-    "name -> (callable running one batch, images per call): dense/FTWT train and eval steps of one `arch`."
+def variants(arch: str, r: float, batch: int, rt: Runtime, reference: str | None = None) -> dict:
+    "'variant step' -> callable running one batch: dense/FTWT train and eval steps of one `arch` (and the reference code's train steps)."
     dense = create(arch, 10).to(rt.device, memory_format=torch.channels_last)
     ftwt = gate(copy.deepcopy(dense), r=r).to(rt.device, memory_format=torch.channels_last)
     x = torch.randn(batch, *input_size(arch), device=rt.device)
@@ -30,12 +34,16 @@ def variants(arch: str, r: float, batch: int, rt: Runtime) -> dict:
         cfg = tiny_config(arch=arch, method=method)
         opt_b, opt_m, _, _ = make_optimizers(model, cfg)
         return lambda: train_epoch(model, [(x, y)], rt, opt_b, opt_m, 1.0, 0)
-    return {'dense train': train(dense, 'baseline'), 'ftwt train': train(ftwt, 'ftwt'),
-            'dense eval': lambda: evaluate(dense, [(x, y)], rt, static), 'ftwt eval': lambda: evaluate(ftwt, [(x, y)], rt, static)}
+    fns = {'dense train': train(dense, 'baseline'), 'ftwt train': train(ftwt, 'ftwt'),
+           'dense eval': lambda: evaluate(dense, [(x, y)], rt, static), 'ftwt eval': lambda: evaluate(ftwt, [(x, y)], rt, static)}
+    if reference:
+        from reference_ftwt import reference_steps
+        fns |= reference_steps(reference, arch, batch, r, x=x, y=y, device=rt.device)
+    return fns
 
-def bench(arch: str, r: float, batch: int, rounds: int, steps: int, rt: Runtime) -> list[dict]:
-    "Median seconds per batch of each variant over interleaved rounds, with the FTWT/dense ratio of each round."
-    fns = variants(arch, r, batch, rt)
+def bench(arch: str, r: float, batch: int, rounds: int, steps: int, rt: Runtime, reference: str | None = None) -> list[dict]:
+    "Median seconds per batch of each variant over interleaved rounds, with the ratio to the dense step of each round."
+    fns = variants(arch, r, batch, rt, reference)
     for f in fns.values(): f()                                       # warm-up
     times = {k: [] for k in fns}
     for _ in range(rounds):
@@ -43,12 +51,15 @@ def bench(arch: str, r: float, batch: int, rounds: int, steps: int, rt: Runtime)
             t0 = time.perf_counter()
             for _ in range(steps): f()
             times[k].append((time.perf_counter() - t0) / steps)
+    ratio = lambda ts, ds: round(statistics.median(t / d for t, d in zip(ts, ds)), 3)   # median over rounds of t / t_dense
     rows = []
     for k, ts in times.items():
-        dense = times[k.replace('ftwt', 'dense')]
-        rows.append(dict(arch=arch, step=k.split()[1], variant=k.split()[0], batch=batch, r=r if 'ftwt' in k else '',
-                         seconds=round(statistics.median(ts), 4), images_per_s=round(batch / statistics.median(ts), 1),
-                         ratio_to_dense=round(statistics.median(t / d for t, d in zip(ts, dense)), 3)))
+        variant, step = k.rsplit(' ', 1)
+        row = dict(arch=arch, step=step, variant=variant, batch=batch, r=r if 'ftwt' in k else '',
+                   seconds=round(statistics.median(ts), 4), images_per_s=round(batch / statistics.median(ts), 1),
+                   ratio_to_dense=ratio(ts, times[f'dense {step}']))
+        if reference: row['ratio_to_reference_dense'] = ratio(ts, times['reference dense train']) if step == 'train' else ''
+        rows.append(row)
     return rows
 
 def main():
@@ -60,13 +71,20 @@ def main():
     p.add_argument('--steps', type=int, default=3, help='batches per variant per round')
     p.add_argument('--threads', type=int, default=2, help='CPU threads')
     p.add_argument('--out', default='results/train_step.csv', help='CSV to write')
+    p.add_argument('--reference', default=None, help='checkout of github selkerdawy/FTWT: add its dense and FTWT training steps')
     a = p.parse_args()
+    if a.reference:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from reference_ftwt import import_reference
+        try: ref = import_reference(a.reference)
+        except (FileNotFoundError, ValueError) as e: print(f"train_step.py: error: {e}", file=sys.stderr); sys.exit(2)
     torch.set_num_threads(a.threads)
     rt = Runtime(torch.device('cpu'))
     meta = dict(machine=cpu_name(), threads=a.threads, torch=torch.__version__, omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', ''))
+    if a.reference: meta['reference_commit'] = ref.commit
     rows = []
     for arch in a.archs:
-        for row in bench(arch, a.r, a.batch, a.rounds, a.steps, rt):
+        for row in bench(arch, a.r, a.batch, a.rounds, a.steps, rt, a.reference):
             rows.append({**row, **meta}); print(rows[-1], flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, 'w', newline='') as f:
