@@ -20,8 +20,9 @@ from . import deploy
 from .deploy import ExportedNet, FORMAT, save_exported, load_exported
 
 # %% auto #0
-__all__ = ['filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export', 'export_sizes', 'write_onnx',
-           'export_parser', 'export_checkpoint', 'export_main']
+__all__ = ['SPEED_COLUMNS', 'filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export', 'export_sizes',
+           'write_onnx', 'export_parser', 'export_checkpoint', 'export_main', 'time_variants', 'merge_variant_rows',
+           'bench_variants']
 
 # %% ../nbs/11_export.ipynb #c006
 @torch.no_grad()
@@ -295,3 +296,81 @@ def export_main(argv=None):
         r = export_checkpoint(export_parser().parse_args(argv), shlex.join(['hebbnb-export', *argv]))
         print(json.dumps({k: r[k] for k in ('arch', 'params', 'macs', 'saving_kept', 'test', 'exact')}))
     sys.exit(run_cli('hebbnb-export', go, argv))
+
+# %% ../nbs/11_export.ipynb #c034
+SPEED_COLUMNS = ['arch', 'r', 'variant', 'batch', 'threads', 'ms', 'ms_p90', 'images_per_s', 'macs', 'macs_ratio', 'speedup', 'R',
+                 'torch', 'cpu']
+
+def _dense_twin(model: nn.Module, n_in: int) -> ExportedNet:
+    "The gated model with every filter kept and no heads, in the export's form."
+    return prune_gated(model, [dict(alive=torch.ones(g.conv.out_channels, dtype=torch.bool), static=torch.ones(g.conv.out_channels, dtype=torch.bool))
+                               for g in gated_layers(model)], n_in)[0]
+
+@torch.no_grad()
+def _throughput(f, xs: Tensor, batch: int, reps: int) -> float:  # ms per image at batch `batch`
+    from hebbnb.sparse import tmin
+    xb = xs.repeat((batch + len(xs) - 1) // len(xs), 1, 1, 1)[:batch].contiguous()
+    return tmin(lambda: f(xb), reps) / batch
+
+def _outside_inference_mode(model: nn.Module):
+    "Call `model` with autograd off but outside inference mode: gated layers track their output's version counter."
+    def f(x):
+        with torch.inference_mode(False), torch.no_grad(): return model(x.clone() if x.is_inference() else x)
+    return f
+
+# %% ../nbs/11_export.ipynb #c035
+def time_variants(model: nn.Module,        # trained gated model
+                  net: ExportedNet,        # its export
+                  xs: Tensor,              # images (N, C, H, W) to time on
+                  arch: str, r: float,     # reported in the rows
+                  threads=(1, 2),          # CPU thread counts
+                  batch: int = 128,        # batch size of the throughput rows
+                  repeats: int = 3,        # batch 1: passes (each image's fastest kept); batch `batch`: timed calls
+                 ) -> list[dict]:          # rows with SPEED_COLUMNS
+    "Batch-1 latency and batch-`batch` throughput of the dense, gated, executor and exported forms of one model."
+    from hebbnb.sparse import to_sparse, latency, cpu_name
+    set_apply(model, 'predicted').eval()
+    with torch.no_grad(): ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)]).mean().item()
+    dense = _dense_twin(model, xs.shape[1])
+    size = tuple(xs.shape[1:])
+    macs = dict(dense=dense_macs(dense, size), gated=ideal, executor=ideal, export=dense_macs(net, size))
+    rows, t0 = [], torch.get_num_threads()
+    try:
+        for t in threads:
+            torch.set_num_threads(t)
+            fs = dict(dense=dense, gated=_outside_inference_mode(model), executor=to_sparse(model, warm=xs[:4]), export=net)
+            for B in (1, batch):
+                ms = {k: latency(f, xs, repeats) if B == 1 else torch.tensor([_throughput(f, xs, B, repeats)]) for k, f in fs.items()}
+                for k, v in ms.items():
+                    speedup, ratio = ms['dense'].mean().item() / v.mean().item(), macs['dense'] / macs[k]
+                    rows.append(dict(arch=arch, r=r, variant=k, batch=B, threads=t, ms=v.mean().item(), ms_p90=v.quantile(0.9).item(),
+                                     images_per_s=1e3 / v.mean().item(), macs=macs[k], macs_ratio=ratio, speedup=speedup,
+                                     R=speedup / ratio, torch=torch.__version__, cpu=cpu_name()))
+    finally: torch.set_num_threads(t0)
+    return rows
+
+# %% ../nbs/11_export.ipynb #c038
+def merge_variant_rows(path: Path, rows: list[dict]) -> list[dict]:
+    "Merge `rows` into the SPEED_COLUMNS CSV at `path` (created if missing); return the table."
+    import csv
+    key = lambda d: (d['arch'], float(d['r']), d['variant'], int(d['batch']), int(d['threads']))
+    old = list(csv.DictReader(open(path))) if path.exists() else []
+    if old and list(old[0]) != SPEED_COLUMNS: raise ValueError(f"{path} has other columns than hebbnb-bench --variants writes")
+    new = {key(d) for d in rows}
+    table = sorted([d for d in old if key(d) not in new] + [{k: str(v) for k, v in d.items()} for d in rows], key=key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, SPEED_COLUMNS); w.writeheader(); w.writerows(table)
+    return table
+
+def bench_variants(model: nn.Module, train: Tensor, xs: Tensor, arch: str, r: float,
+                   a: argparse.Namespace,  # hebbnb-bench arguments (threads, batch, out, table)
+                   repeats: int) -> list[dict]:
+    "Export `model` from usage on `train` images, time the four variants on `xs`, write OUT/variants.csv (and --table)."
+    net, _, _ = export_pruned(model, train.split(256))
+    rows = time_variants(model, net, xs, arch, r, tuple(a.threads), a.batch, repeats)
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    merge_variant_rows(out / 'variants.csv', rows)
+    if a.table: merge_variant_rows(Path(a.table), rows)
+    for d in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in d.items() if k not in ('torch', 'cpu')}))
+    return rows

@@ -130,3 +130,17 @@ def test_committed_checkpoints_export(name, tmp_path, capsys):
     assert t['images'] == 500 and abs(t['top1_export'] - t['top1_gated']) <= 1 and t['same_class'] >= 0.98
     assert 0.7 < r['saving_kept'] <= 1 and r['macs']['export'] < 0.6 * r['macs']['dense']
     if 'nosoftmax' not in name: assert r['exact'] and t['max_abs_logit_diff'] < 1e-4 and t['top1_export'] == t['top1_gated']
+
+def test_bench_variants_smoke(tmp_path):
+    "hebbnb-bench --variants writes one row per variant, batch and thread count (timings on a tiny setting mean nothing)."
+    import csv
+    from hebbnb.sparse import bench_main
+    from hebbnb.export import SPEED_COLUMNS
+    with pytest.raises(SystemExit) as e:
+        bench_main(['--variants', '--arch', 'resnet20', '--quick', '--images', '2', '--batch', '4', '--out', str(tmp_path), '--table', str(tmp_path / 't.csv')])
+    assert e.value.code == 0
+    rows = list(csv.DictReader(open(tmp_path / 'variants.csv')))
+    assert list(rows[0]) == SPEED_COLUMNS and len(rows) == 8
+    assert {(r['variant'], r['batch']) for r in rows} == {(v, b) for v in ('dense', 'gated', 'executor', 'export') for b in ('1', '4')}
+    for r in rows: assert float(r['R']) == pytest.approx(float(r['speedup']) / float(r['macs_ratio']), rel=1e-6)
+    assert (tmp_path / 't.csv').read_text() == (tmp_path / 'variants.csv').read_text()
