@@ -639,6 +639,9 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', default='results', help='output folder')
     p.add_argument('--name', help="the model's name in the rows (default: its architecture, with ':random' for random weights)")
     p.add_argument('--table', help='also merge the rows into this CSV (replacing rows of the same arch, r and threads) and redraw its plot beside it')
+    p.add_argument('--variants', action='store_true', help='instead: time dense / gated / executor / export (hebbnb.export.time_variants) at batch 1 and --batch, into OUT/variants.csv')
+    p.add_argument('--batch', type=int, default=128, help='--variants: batch size of the throughput rows')
+    p.add_argument('--calib-images', type=int, default=2000, help='--variants with --ckpt: training images that decide which filters the export keeps')
     return p
 
 def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: int = 0) -> tuple[Tensor, str]:
@@ -671,6 +674,10 @@ def _bench(argv=None):
         print(f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (smoke test, not a result)", file=sys.stderr)
     xs, source = _images(dataset, input_size(arch.split(':')[0]), a.data, n, seed=a.seed)
     arch = a.name or arch
+    if a.variants:
+        from hebbnb.export import bench_variants
+        train = calib if not a.ckpt else _images(dataset, input_size(arch.split(':')[0]), a.data, a.calib_images, 'train', a.seed + 1)[0]
+        return bench_variants(model, train, xs, arch, r, a, repeats)
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     rows, det = bench(model, xs, arch, r, tuple(a.threads), repeats, a.block, a.tune)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
