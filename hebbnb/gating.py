@@ -69,7 +69,8 @@ def active_channels(x: Tensor,  # (B, C, H, W) or (B, C) a layer's input
 class _Trail:
     "The last gated output of a forward and its active channels: the next layer's input activity without a pass over it."
     out, version, active = None, -1, None  # a weak reference to the tensor, its in-place version counter, (B, C) bool
-    def remember(self, out: Tensor, active: Tensor): self.out, self.version, self.active = weakref.ref(out), out._version, active
+    def remember(self, out: Tensor, active: Tensor):  # inference-mode tensors keep no version counter: nothing to remember
+        self.out, self.version, self.active = (None, -1, None) if out.is_inference() else (weakref.ref(out), out._version, active)
     def recall(self, x: Tensor) -> Tensor:  # (B, C) bool
         "Active channels of `x`: remembered when `x` is the unmodified last gated output, else measured."
         if self.out is not None and self.out() is x and x._version == self.version: return self.active
