@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor, fx
 import torch.nn.functional as F
-from .gating import GatedConv, gated_layers, set_apply
+from .gating import GatedConv, gated_layers, set_mask_source
 from .models import ZeroPadShortcut, count_params, dense_macs, input_size
 from .flops import dynamic_macs, head_macs
 from .sparse import fold_bn
@@ -30,7 +30,7 @@ def filter_usage(model: nn.Module,   # gated model (set to eval mode and predict
                  batches,            # (B, C, H, W) tensors or (x, y) pairs, e.g. training images
                 ) -> tuple[list[Tensor], int]:  # per gated layer (C,) images keeping each filter; images N
     "How many images keep each filter of every gated layer."
-    layers = gated_layers(set_apply(model, 'predicted').eval())
+    layers = gated_layers(set_mask_source(model, 'predicted').eval())
     counts, n = [torch.zeros(g.conv.out_channels, dtype=torch.long) for g in layers], 0
     for xb in batches:
         xb = xb[0] if isinstance(xb, (tuple, list)) else xb
@@ -191,7 +191,7 @@ def compare_export(model: nn.Module, net: ExportedNet, roles: list[dict],
                    max_batches: int | None = None,  # stop after this many batches
                   ) -> dict:
     "Top-1 (%) of the gated model and of its export, their agreement, and the gated model's mean exact MACs."
-    layers = gated_layers(set_apply(model, 'predicted').eval())
+    layers = gated_layers(set_mask_source(model, 'predicted').eval())
     s = dict(images=0, correct_gated=0, correct_export=0, same_class=0, max_abs_diff=0., removed_kept=0, static_dropped=0, macs=0.)
     for i, (x, y) in enumerate(batches):
         if max_batches is not None and i >= max_batches: break
@@ -329,7 +329,7 @@ def time_variants(model: nn.Module,        # trained gated model
                  ) -> list[dict]:          # rows with SPEED_COLUMNS
     "Batch-1 latency and batch-`batch` throughput of the dense, gated, executor and exported forms of one model."
     from hebbnb.sparse import to_sparse, latency, cpu_name
-    set_apply(model, 'predicted').eval()
+    set_mask_source(model, 'predicted').eval()
     with torch.no_grad(): ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)]).mean().item()
     dense = _dense_twin(model, xs.shape[1])
     size = tuple(xs.shape[1:])

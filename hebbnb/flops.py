@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy, math
 import torch
 from torch import nn, Tensor
-from .gating import GatedConv, gate, gated_layers, set_apply, set_r
+from .gating import GatedConv, gate, gated_layers, set_mask_source, set_r
 from .mass import check_r
 
 # %% auto #0
@@ -109,7 +109,7 @@ def oracle_copy(model: nn.Module,          # dense or gated model (left untouche
     "A gated copy of `model`, in eval mode, whose layers apply their self-supervised labels."
     m = copy.deepcopy(model)
     if not gated_layers(m): m = gate(m, labels=labels, keep=keep)
-    return set_apply(m, 'oracle').eval()
+    return set_mask_source(m, 'oracle').eval()
 
 ESTIMATORS = ('dense', 'forward')
 
@@ -117,10 +117,10 @@ ESTIMATORS = ('dense', 'forward')
 def _apply_labels(gm: nn.Module, x: Tensor, how: str):
     "Forward the oracle copy with labels applied as the forward goes ('forward') or read off a dense forward ('dense')."
     if how == 'forward': return gm(x)
-    set_apply(gm, 'none'); gm(x)                       # dense: every layer sees unpruned inputs
+    set_mask_source(gm, 'none'); gm(x)                       # dense: every layer sees unpruned inputs
     for g in gated_layers(gm): g.given = g.labels
-    set_apply(gm, 'given'); gm(x)                      # then all those labels at once
-    set_apply(gm, 'oracle')
+    set_mask_source(gm, 'given'); gm(x)                      # then all those labels at once
+    set_mask_source(gm, 'oracle')
 
 @torch.no_grad()
 def _measure(gm: nn.Module, batches, r: float, static: int, how: str = 'dense') -> dict:

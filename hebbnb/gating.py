@@ -14,22 +14,21 @@ from .mass import mass_mask, uniform_mask, check_r
 from .predictor import MaskPredictor
 
 # %% auto #0
-__all__ = ['APPLY_MODES', 'MODES', 'LABELS', 'GatedConv', 'active_channels', 'GatedBasicBlock', 'gate', 'gated_layers',
-           'set_apply', 'set_r']
+__all__ = ['MASK_SOURCES', 'APPLY_MODES', 'MODES', 'LABELS', 'GatedConv', 'active_channels', 'GatedBasicBlock', 'gate',
+           'gated_layers', 'set_mask_source', 'set_apply', 'set_r']
 
 # %% ../nbs/04_gating.ipynb #c006
-APPLY_MODES = ('predicted', 'oracle', 'none', 'given')
+MASK_SOURCES = ('predicted', 'oracle', 'none', 'given')
+APPLY_MODES = MASK_SOURCES  # its deprecated name
 MODES, LABELS = ('decoupled', 'joint'), ('mass', 'uniform')
 
 def _check_choice(name, value, choices):
     if value not in choices: raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
-class _ApplyMode(str):
-    "The name of a mask choice that also calls through to `nn.Module.apply(fn)`."
-    def __new__(cls, value, owner):
-        s = super().__new__(cls, value); s._owner = owner; return s
-    def __call__(self, fn): return nn.Module.apply(self._owner, fn)
+def _deprecated(old: str, new: str, stacklevel: int = 3):
+    import warnings
+    warnings.warn(f"{old} is deprecated; use {new}", FutureWarning, stacklevel=stacklevel)  # FutureWarning: users see it
 
 # %% ../nbs/04_gating.ipynb #c007
 class GatedConv(nn.Module):
@@ -49,14 +48,18 @@ class GatedConv(nn.Module):
         self.predictor = MaskPredictor(conv.in_channels, conv.out_channels, pool, softmax)
         self.r, self.keep = check_r(r), keep
         self.mode, self.labels_kind = _check_choice('mode', mode, MODES), _check_choice('labels', labels, LABELS)
-        self.apply = 'predicted'
+        self.mask_source = 'predicted'
         self.logits = self.labels = self.mask = self.given = None
         self._trail = _Trail()  # `gate` shares one trail between all layers of a network
 
     @property
-    def apply(self): return _ApplyMode(self._mask_choice, self)
+    def mask_source(self) -> str: return self._mask_source
+    @mask_source.setter
+    def mask_source(self, value: str): self._mask_source = _check_choice('mask_source', value, MASK_SOURCES)
+    @property
+    def apply(self): return nn.Module.apply.__get__(self)  # `nn.Module.apply`; setting it is the deprecated `mask_source`
     @apply.setter
-    def apply(self, value): self._mask_choice = _check_choice('apply', value, APPLY_MODES)
+    def apply(self, value: str): _deprecated('GatedConv.apply', 'GatedConv.mask_source', 4); self.mask_source = value
 
 # %% ../nbs/04_gating.ipynb #c009
 @torch.no_grad()
@@ -84,10 +87,10 @@ def _labels(self: GatedConv, scores: Tensor) -> Tensor:  # (B, C) filter scores 
     return uniform_mask(scores, self.keep if self.keep is not None else self.r)
 
 def _chosen_mask(self: GatedConv, dtype: torch.dtype) -> Tensor:  # (B, C)
-    if self._mask_choice == 'predicted': return (self.logits.detach() > 0).to(dtype)
-    if self._mask_choice == 'oracle': return self.labels
-    if self._mask_choice == 'none': return torch.ones_like(self.labels)
-    if self.given is None: raise ValueError("apply='given' needs a (B, C) mask in layer.given")
+    if self._mask_source == 'predicted': return (self.logits.detach() > 0).to(dtype)
+    if self._mask_source == 'oracle': return self.labels
+    if self._mask_source == 'none': return torch.ones_like(self.labels)
+    if self.given is None: raise ValueError("mask_source='given' needs a (B, C) mask in layer.given")
     return self.given.to(dtype)
 
 def _forward(self: GatedConv, x: Tensor, residual: Tensor | None = None) -> Tensor:
@@ -181,10 +184,17 @@ def gated_layers(model: nn.Module) -> list[GatedConv]:
     "The gated layers of `model`, in forward order."
     return [m for m in model.modules() if isinstance(m, GatedConv)]
 
-def set_apply(model: nn.Module, apply: str) -> nn.Module:
-    "Set the mask choice ('predicted', 'oracle', 'none' or 'given') of every gated layer."
-    for g in gated_layers(model): g.apply = apply
+def set_mask_source(model: nn.Module,  # a gated network
+                    source: str,       # one of MASK_SOURCES: 'predicted', 'oracle', 'none' or 'given'
+                   ) -> nn.Module:
+    "Set what masks every gated layer of `model` ('predicted', 'oracle', 'none' or 'given'); return the model."
+    for g in gated_layers(model): g.mask_source = source
     return model
+
+def set_apply(model: nn.Module, apply: str) -> nn.Module:
+    "Deprecated name of `set_mask_source`."
+    _deprecated('set_apply', 'set_mask_source')
+    return set_mask_source(model, apply)
 
 def set_r(model: nn.Module, r: float) -> nn.Module:
     "Set the heatmap-mass threshold of every gated layer."

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .gating import GatedConv, GatedBasicBlock, gate, gated_layers, set_apply
+from .gating import GatedConv, GatedBasicBlock, gate, gated_layers, set_mask_source
 from .models import ZeroPadShortcut, InvertedResidual, create, input_size
 from .flops import static_macs, dynamic_macs
 
@@ -38,14 +38,14 @@ def random_gated(arch: str = 'resnet20',       # a name from `hebbnb.models.avai
         if x is None: x = torch.randn(n, *input_size(arch))
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in bns: m.reset_running_stats(); m.momentum = None   # cumulative average: the statistics of `x`
-    set_apply(model, 'none').train()(x)
+    set_mask_source(model, 'none').train()(x)
     for m in bns: m.momentum = 0.1
     def shift(pred, args, z):  # z: (B, C) logits; move the (1 - keep) quantile of each filter to 0
         q = torch.quantile(z, 1 - keep, dim=0)
         pred.fc.bias -= q
         return z - q
     hooks = [g.predictor.register_forward_hook(shift) for g in gated_layers(model)]
-    try: set_apply(model, 'predicted').eval()(x)
+    try: set_mask_source(model, 'predicted').eval()(x)
     finally:
         for h in hooks: h.remove()
     return model
@@ -291,10 +291,10 @@ def check_exact(model: nn.Module,      # gated model; set to eval mode and predi
     "Compare the executor image by image against the masked model: logits, classes, every layer's mask."
     # float noise of the folded batch norm can flip a head whose logit is ~1e-6 from 0: `max_abs_diff_given` separates
     # the executor's arithmetic (same masks) from such threshold ties
-    set_apply(model, 'predicted').eval()
+    set_mask_source(model, 'predicted').eval()
     diff, diff_given, same_cls, same_masks, flips, tie = 0., 0., 0, 0, 0, 0.
     for xi in x:
-        out, ref = net(xi[None]), set_apply(model, 'predicted')(xi[None])
+        out, ref = net(xi[None]), set_mask_source(model, 'predicted')(xi[None])
         diff = max(diff, (out - ref).abs().max().item())
         same_cls += int(out.argmax(1) == ref.argmax(1))
         d = [(a != (g.mask > 0), g.logits) for a, g in zip(net.masks(), gated_layers(model))]
@@ -302,8 +302,8 @@ def check_exact(model: nn.Module,      # gated model; set to eval mode and predi
         flips, same_masks = flips + n, same_masks + (n == 0)
         tie = max([tie] + [z[f].abs().max().item() for f, z in d if f.any()])
         for a, g in zip(net.masks(), gated_layers(model)): g.given = a.float()
-        diff_given = max(diff_given, (out - set_apply(model, 'given')(xi[None])).abs().max().item())
-    set_apply(model, 'predicted')
+        diff_given = max(diff_given, (out - set_mask_source(model, 'given')(xi[None])).abs().max().item())
+    set_mask_source(model, 'predicted')
     return dict(max_abs_diff=diff,                 # largest |logit difference| of the outputs
                 max_abs_diff_given=diff_given,     # the same against the masked model run with the executor's masks
                 same_class=same_cls / len(x),      # share of images with the same predicted class
@@ -525,7 +525,7 @@ def _best_layout(net, widths, xs, repeats):  # -> (ms per image (N,), layout) of
 
 @torch.no_grad()
 def _macs(model, xs) -> tuple[float, Tensor]:  # dense MACs, (N,) exact MACs of the masked model
-    set_apply(model, 'predicted').eval()
+    set_mask_source(model, 'predicted').eval()
     ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)])
     return float(static_macs(model, tuple(xs.shape[1:]))), ideal
 

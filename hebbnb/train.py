@@ -211,7 +211,7 @@ def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[n
     model = create(ck['arch'], ck['num_classes'])
     if ck['gated']:
         gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
-        for g in gated_layers(model): g.apply = apply
+        for g in gated_layers(model): g.mask_source = apply
     try: model.load_state_dict(ck['model'])
     except RuntimeError as e: raise ValueError(f"{path}: weights do not match a {ck['arch']}: {str(e).splitlines()[0]}") from None
     return model.eval(), ck
@@ -298,19 +298,19 @@ def saving_split(model: nn.Module, loader, rt: Runtime, max_steps: int | None = 
     core = _unwrap(model).eval()
     layers = gated_layers(core)
     if not layers: raise ValueError("saving_split needs a gated model")
-    choices, kept_by = [g._mask_choice for g in layers], [torch.zeros(g.conv.out_channels, device=rt.device) for g in layers]
+    choices, kept_by = [g.mask_source for g in layers], [torch.zeros(g.conv.out_channels, device=rt.device) for g in layers]
     dense, gated, static, n = {}, {}, {}, 0
     for x, _ in _batches(loader, rt, max_steps):                  # pass 1: the gated model as it runs
         with rt.autocast(): core(x)
         for k, g in zip(kept_by, layers): k += (g.mask > 0).sum(0)
         _add_macs(gated, layer_macs(core)); _add_macs(dense, layer_macs(core, dense=True)); n += len(x)
     if rt.distributed: [dist.all_reduce(k) for k in kept_by]
-    for g, k in zip(layers, kept_by): g.apply = 'given'
+    for g, k in zip(layers, kept_by): g.mask_source = 'given'
     for x, _ in _batches(loader, rt, max_steps):                  # pass 2: the union of kept filters, for every image
         for g, k in zip(layers, kept_by): g.given = (k > 0).float().expand(len(x), -1)
         with rt.autocast(): core(x)
         _add_macs(static, layer_macs(core))
-    for g, c in zip(layers, choices): g.apply, g.given = c, None
+    for g, c in zip(layers, choices): g.mask_source, g.given = c, None
     names = list(dense)
     sums = torch.tensor([[d[k] for k in names] for d in (dense, static, gated)] + [[n] * len(names)], dtype=torch.float64, device=rt.device)
     if rt.distributed: dist.all_reduce(sums)
@@ -345,11 +345,11 @@ def _dense_teacher(model: nn.Module, layers: list):
     "Frozen backbone (train='heads'): eval-mode batch norms and no mask applied, so the heads learn the dense network's labels."
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
-    choices = [g.apply for g in layers]
-    for g in layers: g.apply = 'none'
+    choices = [g.mask_source for g in layers]
+    for g in layers: g.mask_source = 'none'
     try: yield
     finally:
-        for g, c in zip(layers, choices): g.apply = c
+        for g, c in zip(layers, choices): g.mask_source = c
 
 def _epoch_steps(model, layers, loader, rt, opt_b, opt_m, w, epoch, skip, max_steps, stop, progress) -> dict:
     from tqdm.auto import tqdm

@@ -6,7 +6,7 @@ from torch import nn
 from hebbnb.labels import filter_saliency, topk_mask
 from hebbnb.mass import mass_k, mass_mask, uniform_mask
 from hebbnb.predictor import MaskPredictor, binarize, mask_loss, mask_accuracy
-from hebbnb.gating import GatedConv, gate, gated_layers, set_apply
+from hebbnb.gating import GatedConv, gate, gated_layers, set_mask_source
 
 ROOT = Path(__file__).resolve().parents[1]
 

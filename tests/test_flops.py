@@ -2,7 +2,7 @@
 import pytest, torch
 from torch import nn
 from hebbnb.models import create, available, input_size
-from hebbnb.gating import GatedConv, gate, gated_layers, set_apply
+from hebbnb.gating import GatedConv, gate, gated_layers, set_mask_source
 from hebbnb.flops import static_macs, dynamic_macs, head_macs, estimate_reduction, reduction_curve, r_for_budget
 
 CIFAR = [n for n in available() if input_size(n)[1] == 32]
@@ -38,7 +38,7 @@ def imagenet_models():
 @pytest.mark.parametrize('apply', ['predicted', 'oracle', 'none'])
 def test_every_cifar_model_gates_and_counts_exactly(name, apply):
     torch.manual_seed(0)
-    m = set_apply(gate(create(name), r=0.85), apply).eval()
+    m = set_mask_source(gate(create(name), r=0.85), apply).eval()
     if name in EXPECTED_GATED: assert len(gated_layers(m)) == EXPECTED_GATED[name]
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad(): y = m(x)
@@ -52,7 +52,7 @@ def test_every_cifar_model_gates_and_counts_exactly(name, apply):
 def test_imagenet_models_gate_and_count(imagenet_models, apply):
     for name, dense in imagenet_models.items():
         import copy
-        m = set_apply(gate(copy.deepcopy(dense), r=0.9), apply).eval()
+        m = set_mask_source(gate(copy.deepcopy(dense), r=0.9), apply).eval()
         x = torch.randn(1, 3, 224, 224)
         with torch.no_grad(): y = m(x)
         assert y.shape == (1, 1000)
@@ -60,7 +60,7 @@ def test_imagenet_models_gate_and_count(imagenet_models, apply):
 
 def test_open_gates_equal_static_when_no_channel_is_zero():
     "With every gate open and no identically-zero input channel, dynamic MACs equal the dense count."
-    m = set_apply(gate(create('vgg16_bn')), 'none').eval()
+    m = set_mask_source(gate(create('vgg16_bn')), 'none').eval()
     for g in gated_layers(m): g.act = nn.Identity()   # no ReLU: no channel is all zero
     with torch.no_grad(): m(torch.randn(2, 3, 32, 32))
     dense = static_macs(m, (3, 32, 32))
@@ -81,7 +81,7 @@ def test_static_macs_excludes_heads_and_head_macs_counts_them():
 
 def test_label_at_post_gates_the_block_output():
     m = gate(create('resnet20'), label_at='post').eval()
-    set_apply(m, 'oracle')
+    set_mask_source(m, 'oracle')
     with torch.no_grad(): m(torch.randn(2, 3, 32, 32))
     block = m.layer1[0]
     assert isinstance(block.conv2.act, nn.ReLU) and block.conv2.mask is not None
@@ -135,5 +135,5 @@ def test_dense_estimator_applies_labels_of_the_dense_forward(resnet20_and_batch)
     with pytest.raises(ValueError, match='how must be'): estimate_reduction(m, batches, 0.8, how='later')
 
 def test_given_mode_needs_a_mask():
-    g = set_apply(gate(create('resnet20')), 'given')
+    g = set_mask_source(gate(create('resnet20')), 'given')
     with pytest.raises(ValueError, match='layer.given'): g(torch.randn(1, 3, 32, 32))

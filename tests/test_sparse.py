@@ -3,7 +3,7 @@ import csv, json, os
 from pathlib import Path
 import pytest, torch
 from torch import nn
-from hebbnb.gating import gate, gated_layers, set_apply
+from hebbnb.gating import gate, gated_layers, set_mask_source
 from hebbnb.models import conv_bn
 from hebbnb.sparse import (random_gated, to_sparse, check_exact, executed_macs, union_share, bench_main, cifar_images,
                            BENCH_COLUMNS, static_steps, run_static)
@@ -43,7 +43,7 @@ def test_batch1_logits_masks_and_classes_exact(models, arch):
 def test_batch_union_path_exact(models, arch):
     model, x = models[arch], inputs(8)
     net = to_sparse(model)
-    with torch.no_grad(): ref = set_apply(model, 'predicted').eval()(x)
+    with torch.no_grad(): ref = set_mask_source(model, 'predicted').eval()(x)
     assert (net(x) - ref).abs().max() < 1e-4
     for m, g in zip(net.masks(), gated_layers(model)):  # same (B, C) masks, except at float ties
         flip = m != (g.mask > 0)
@@ -117,5 +117,5 @@ def test_static_network_with_full_widths_is_the_dense_model(arch, hw):
     "The static ceiling keeps every filter when no widths are given: it must equal the unmasked model (zero-pad and 1x1 conv shortcuts)."
     x = inputs(4).repeat(1, 1, hw // 32, hw // 32)                      # (4, 3, hw, hw)
     model = random_gated(arch, n=4, x=x)
-    with torch.no_grad(): ref = set_apply(model, 'none')(x[:2])
+    with torch.no_grad(): ref = set_mask_source(model, 'none')(x[:2])
     assert torch.allclose(run_static(static_steps(to_sparse(model)), x[:2]), ref, atol=1e-3)
