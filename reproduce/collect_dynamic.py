@@ -1,0 +1,70 @@
+"""Collect the 'is FTWT dynamic' runs (issue 11) of hebbnb and of the reference code into the committed CSVs.
+
+Usage: python reproduce/collect_dynamic.py --hebbnb RUN_DIR ... --reference RUN_DIR ... [--out results]
+Writes OUT/dynamic_epochs.csv (one row per run and epoch: how well and how dynamically the heads predict, on the test
+images each run evaluates every epoch) and OUT/dynamic_summary.csv (one row per run: its last epoch, plus the split of
+the saved MACs into the static part, which a statically pruned network also saves, and the input-dependent part).
+hebbnb runs read RUN/log.csv and RUN/metrics.json (written by hebbnb-train); reference runs read the same files written
+by reproduce/reference_ftwt.py (whose FLOPs follow the reference code's formula, gated convs only).
+"""
+import argparse, csv, json
+from pathlib import Path
+
+EPOCH_COLUMNS = ['code', 'run', 'train', 'softmax', 'mlr', 'epoch', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
+                 'dynamic_filters']
+SUMMARY_COLUMNS = EPOCH_COLUMNS[:5] + ['epochs_done', 'epochs', 'subset', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
+                                       'dynamic_filters', 'flops_reduction', 'static_saving', 'dynamic_saving',
+                                       'dynamic_share_of_saving', 'flops_convention', 'command']
+
+def _num(v, nd=2):
+    return None if v in (None, '') else round(float(v), nd)
+
+def run_config(run: Path) -> dict:
+    "The run's config: from metrics.json once it finished, else from its resumable checkpoint (our own file)."
+    if (run / 'metrics.json').exists(): return json.loads((run / 'metrics.json').read_text())['config']
+    import torch
+    return torch.load(run / 'last.pt', map_location='cpu', weights_only=False)['config']
+
+def run_info(code: str, run: Path) -> dict:
+    "Who made the run and with which heads: code, name, train ('heads' or 'all'), softmax, mlr."
+    cfg = run_config(run)
+    return dict(code=code, run=run.name, train=cfg.get('train', 'heads' if code == 'reference' else 'all'),
+                softmax=cfg.get('softmax'), mlr=cfg.get('mlr'))
+
+def epoch_rows(code: str, run: Path) -> list[dict]:
+    info = run_info(code, run)
+    return [dict(info, epoch=int(r['epoch']), **{k: _num(r.get(k)) for k in EPOCH_COLUMNS[6:]})
+            for r in csv.DictReader(open(run / 'log.csv'))]
+
+def summary_row(code: str, run: Path) -> dict:
+    "The run's last epoch and, once it finished, its static/dynamic split of the saved MACs."
+    last = epoch_rows(code, run)[-1]
+    m = json.loads((run / 'metrics.json').read_text()) if (run / 'metrics.json').exists() else {}
+    cfg = run_config(run)
+    suffix = '_ref' if code == 'reference' else ''
+    static, dynamic = _num(m.get('static_saving' + suffix)), _num(m.get('dynamic_saving' + suffix))
+    share = None if static is None or dynamic is None or static + dynamic == 0 else round(100 * dynamic / (static + dynamic), 2)
+    return dict({k: last[k] for k in EPOCH_COLUMNS if k != 'epoch'}, epochs_done=last['epoch'], epochs=cfg['epochs'],
+                subset=cfg.get('subset'), flops_reduction=_num(m.get('flops_reduction' + suffix)), static_saving=static,
+                dynamic_saving=dynamic, dynamic_share_of_saving=share,
+                flops_convention='reference (gated convs)' if code == 'reference' else 'exact (all convs and linear)',
+                command=m.get('command', ''))
+
+def write(rows: list[dict], columns: list, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, columns); w.writeheader(); w.writerows(rows)
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--hebbnb', nargs='*', default=[], help='hebbnb run folders (log.csv, metrics.json)')
+    p.add_argument('--reference', nargs='*', default=[], help='reference-code run folders (log.csv, metrics.json)')
+    p.add_argument('--out', default='results', help='folder for dynamic_epochs.csv and dynamic_summary.csv')
+    a = p.parse_args()
+    runs = [('hebbnb', Path(d)) for d in a.hebbnb] + [('reference', Path(d)) for d in a.reference]
+    runs = [(c, d) for c, d in runs if (d / 'log.csv').exists()]
+    if not runs: p.error('no run folder with a log.csv given')
+    write([r for c, d in runs for r in epoch_rows(c, d)], EPOCH_COLUMNS, Path(a.out) / 'dynamic_epochs.csv')
+    write([summary_row(c, d) for c, d in runs], SUMMARY_COLUMNS, Path(a.out) / 'dynamic_summary.csv')
+
+if __name__ == '__main__': main()
