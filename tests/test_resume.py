@@ -3,7 +3,8 @@ import csv, json, shutil
 from dataclasses import fields
 from pathlib import Path
 import pytest, torch
-from hebbnb.train import TrainConfig, RUNTIME_FIELDS, load_checkpoint, save_atomic, _set_rng_state, CKPT_FORMAT
+import hebbnb.train as T
+from hebbnb.train import TrainConfig, load_checkpoint, _set_rng_state, CKPT_FORMAT
 from hebbnb.cli import baseline_main, train_main, eval_main, estimate_main
 from test_train_cli import call, TINY
 
@@ -27,7 +28,7 @@ def runs(tmp_path_factory):
 
 def test_every_field_is_covered():
     "A new TrainConfig field must be added to ALT (checked on resume) or to RUNTIME_FIELDS (free to change)."
-    assert {f.name for f in fields(TrainConfig)} == set(ALT) | set(RUNTIME_FIELDS) | {'method'}
+    assert {f.name for f in fields(TrainConfig)} == set(ALT) | set(T.RUNTIME_FIELDS) | {'method'}
 
 @pytest.mark.parametrize('name', [n for n in ALT if n not in FTWT_FIELDS])
 def test_resume_refuses_a_changed_baseline_flag(runs, tmp_path, name):
