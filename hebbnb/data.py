@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/data.html.md"""
 
 # %% ../nbs/07_data.ipynb #c002
 from __future__ import annotations
-import os, io, re, math, hashlib, tarfile, tempfile, shutil
+import os, io, re, sys, math, hashlib, tarfile, tempfile, shutil
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,11 +15,13 @@ from torch import Tensor
 from PIL import Image
 from tqdm import tqdm
 from torchvision import datasets, transforms
-from torch.utils.data import DataLoader, DistributedSampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 # %% auto #0
-__all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'data_root', 'cache_dir', 'load_cifar', 'balanced_subset',
-           'crop_flip', 'epoch_order', 'CifarBatches', 'show_batch', 'imagenet_sample', 'imagenet_loaders']
+__all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'data_root', 'cache_dir', 'interactive', 'load_cifar',
+           'balanced_subset', 'crop_flip', 'epoch_order', 'CifarBatches', 'show_batch', 'imagenet_sample',
+           'ShardSampler', 'imagenet_loaders']
 
 # %% ../nbs/07_data.ipynb #c006
 # as in FTWT's cifar.py, for both CIFAR-10 and CIFAR-100 (RGB, on the 0..1 scale)
@@ -67,6 +69,12 @@ def _scan_tar(fn: Path) -> dict: # {(split, class, file name): bytes}
                 files[p[-3:]] = tf.extractfile(m).read()
     return files
 
+def interactive() -> bool:
+    "True in a terminal or a Jupyter kernel, where progress bars redraw in place; False in a log file or a pipe."
+    if sys.stderr.isatty(): return True
+    try: from IPython import get_ipython; return 'IPKernelApp' in get_ipython().config
+    except Exception: return False
+
 def _assemble(files: dict, desc: str) -> dict: # train=(x, y), test=(x, y), classes
     "Decode scanned images into uint8 (N, 3, H, W) tensors with int64 labels from the sorted train class names"
     classes = sorted({c for s, c, _ in files if s == 'train'})
@@ -75,7 +83,7 @@ def _assemble(files: dict, desc: str) -> dict: # train=(x, y), test=(x, y), clas
         keys = sorted(k for k in files if k[0] == split)
         if not keys: raise FileNotFoundError(f'no {split} images in {desc}')
         src = [io.BytesIO(files[k]) if isinstance(files[k], bytes) else files[k] for k in keys]
-        x = np.stack([np.asarray(Image.open(f).convert('RGB')) for f in tqdm(src, desc=f'decoding {split}', leave=False)])
+        x = np.stack([np.asarray(Image.open(f).convert('RGB')) for f in tqdm(src, desc=f'decoding {split}', leave=False, disable=not interactive())])
         out[split] = (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor([cidx[k[1]] for k in keys]))
     return out
 
@@ -234,6 +242,13 @@ def imagenet_sample(data: str|Path|None=None, # data root, see `data_root`
     return dst/'imagenet-sample'
 
 # %% ../nbs/07_data.ipynb #c042
+class ShardSampler(Sampler):
+    "Indices `rank, rank + world_size, ...` of `n`: every sample on exactly one process, none repeated (evaluation)."
+    def __init__(self, n: int, rank: int|None=None, world_size: int|None=None): # default: this process in the group
+        self.idx = range(dist.get_rank() if rank is None else rank, n, dist.get_world_size() if world_size is None else world_size)
+    def __iter__(self): return iter(self.idx)
+    def __len__(self): return len(self.idx)
+
 def imagenet_loaders(data: str|Path|None=None, # data root, see `data_root`
                      batch_size: int=256, workers: int=4, # per process
                      distributed: bool=False, # use DistributedSampler (needs an initialised process group)
@@ -251,7 +266,7 @@ def imagenet_loaders(data: str|Path|None=None, # data root, see `data_root`
            False: T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])}                   # evaluation
     def loader(d, train):
         ds = datasets.ImageFolder(d, tfm[train])
-        sampler = DistributedSampler(ds, shuffle=train) if distributed else None
+        sampler = (DistributedSampler(ds, shuffle=True) if train else ShardSampler(len(ds))) if distributed else None
         return DataLoader(ds, batch_size, shuffle=train and sampler is None, sampler=sampler, num_workers=workers,
                           pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=workers > 0)
     return (loader(train_dir, True) if train_dir is not None else None), loader(val_dir, False)

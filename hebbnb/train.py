@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, csv, json, math, os, random, signal, time
+import contextlib, csv, json, math, os, pickle, random, re, signal, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
@@ -18,12 +18,14 @@ from .gating import gate, gated_layers, GatedConv
 from .predictor import mask_loss
 from .flops import static_macs, dynamic_macs, head_macs, layer_macs
 from .mass import check_r
+from torch.torch_version import TorchVersion
 
 # %% auto #0
-__all__ = ['DATASETS', 'CKPT_FORMAT', 'LOG_FIELDS', 'TrainConfig', 'check_config', 'tiny_config', 'Runtime', 'setup_runtime',
-           'synthetic_images', 'make_data', 'plain_batches', 'save_atomic', 'load_checkpoint', 'build_model',
-           'freeze_backbone', 'model_from_checkpoint', 'make_optimizers', 'mask_weight', 'head_quality', 'evaluate',
-           'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'train_epoch', 'fit']
+__all__ = ['DATASETS', 'CKPT_FORMAT', 'LOG_FIELDS', 'RUNTIME_FIELDS', 'TrainConfig', 'check_config', 'tiny_config', 'Runtime',
+           'setup_runtime', 'synthetic_images', 'make_data', 'plain_batches', 'save_atomic', 'load_checkpoint',
+           'build_model', 'freeze_backbone', 'model_from_checkpoint', 'make_optimizers', 'mask_weight', 'head_quality',
+           'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'train_epoch', 'resumed_config',
+           'fit']
 
 # %% ../nbs/08_train.ipynb #c006
 @dataclass
@@ -45,7 +47,7 @@ class TrainConfig:
     gamma: float = 0.1                 # step-schedule decay factor
     seed: int = 0                      # seeds initialisation, data order and augmentation
     method: str = 'baseline'           # 'baseline' (dense) or 'ftwt' (gated, with mask loss)
-    init: str | None = None            # FTWT: baseline checkpoint to start from
+    init: str | None = None            # FTWT: baseline checkpoint to start from, or 'torchvision' (its ImageNet ResNet-18/34 weights)
     r: float = 0.9                     # FTWT: heatmap-mass threshold of the labels
     mode: str = 'decoupled'            # FTWT: 'decoupled' or 'joint'
     labels: str = 'mass'               # FTWT: 'mass' or 'uniform' labels
@@ -53,10 +55,10 @@ class TrainConfig:
     pool: str = 'avg'                  # FTWT: predictor pooling, 'avg' or 'max'
     softmax: bool = True               # FTWT: softmax over the predictor's pooled input (reference default); False: raw pooled input
     label_at: str = 'pre'              # FTWT: ResNet conv2 labels before ('pre') or after ('post') the residual addition
+    train: str = 'all'                 # FTWT: 'all' (backbone and heads learn) or 'heads' (frozen backbone runs dense, eval-mode BN; heads learn its labels)
     mlr: float = 0.1                   # FTWT: predictor-head learning rate
     mask_weight: float = 1.0           # FTWT: weight w of the mask loss before the cooldown
     cooldown: float = 0.5              # FTWT: fraction of epochs after which w = 0 and the heads freeze
-    train: str = 'all'                 # FTWT: 'all' (backbone and heads learn) or 'heads' (frozen backbone runs dense, eval-mode BN; heads learn its labels)
     out: str = 'runs/run'              # output folder: checkpoints, log.csv, metrics.json
     device: str = 'auto'               # 'auto', 'cpu', 'cuda' or 'cuda:N'
     threads: int | None = None         # CPU threads (default: all cores, shared among local processes)
@@ -88,6 +90,11 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.train == 'heads' and cfg.cooldown < 1: raise ValueError(f"train='heads' learns from the mask loss alone: set cooldown=1 (mask loss in every epoch), got {cfg.cooldown}")
     for name in ('subset', 'test_subset'):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1: raise ValueError(f"{name} must be a positive number of images, got {getattr(cfg, name)}")
+    for name in ('max_steps', 'threads'):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1: raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.workers < 0: raise ValueError(f"workers must be 0 or more, got {cfg.workers}")
+    if cfg.dataset == 'imagenet' and (cfg.subset or cfg.test_subset): raise ValueError("subset and test_subset apply to CIFAR and synthetic data; for imagenet point --data at a smaller train/val tree")
+    if cfg.init == 'torchvision' and cfg.arch not in ('resnet18', 'resnet34'): raise ValueError(f"init='torchvision' has ImageNet weights for resnet18 and resnet34, not {cfg.arch}")
     if cfg.dataset == 'imagenet' and input_size(cfg.arch)[1] != 224: raise ValueError(f"{cfg.arch} is a CIFAR network; use resnet18, resnet34 or mobilenetv1_imagenet for imagenet")
     if cfg.dataset != 'imagenet' and input_size(cfg.arch)[1] != 32: raise ValueError(f"{cfg.arch} is an ImageNet network; use a CIFAR network for {cfg.dataset}")
     return cfg
@@ -149,12 +156,18 @@ def make_data(cfg: TrainConfig, rt: Runtime) -> tuple:
     if cfg.dataset == 'imagenet':
         train, val = imagenet_loaders(cfg.data, cfg.batch_size, cfg.workers, distributed=rt.distributed)
         if train is None: raise FileNotFoundError("no ImageNet training images found: need imagenet/train and imagenet/val under --data")
-        return train, val, 1000
+        return _one_batch_at_least(train, len(train.sampler), cfg), val, 1000
     (xtr, ytr), (xte, yte), nc, stats = _image_tensors(cfg)
     if cfg.subset: idx = balanced_subset(ytr, cfg.subset, cfg.seed); xtr, ytr = xtr[idx], ytr[idx]
     if cfg.test_subset: idx = balanced_subset(yte, cfg.test_subset, cfg.seed); xte, yte = xte[idx], yte[idx]
     kw = dict(device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size, **stats)
-    return CifarBatches(xtr, ytr, cfg.batch_size, True, **kw), CifarBatches(xte, yte, 2 * cfg.batch_size, False, **kw), nc
+    train = CifarBatches(xtr, ytr, cfg.batch_size, True, **kw)
+    return _one_batch_at_least(train, train.n, cfg), CifarBatches(xte, yte, 2 * cfg.batch_size, False, **kw), nc
+
+def _one_batch_at_least(train, n: int, cfg: TrainConfig):
+    "`train`, or a one-line error when its `n` images per process make no full batch (training drops incomplete ones)."
+    if len(train) == 0: raise ValueError(f"{n} training images per process make no full batch of {cfg.batch_size}: lower --batch-size or raise --subset")
+    return train
 
 def plain_batches(cfg: TrainConfig, rt: Runtime, split: str = 'train'):
     "Un-augmented, unshuffled batches of a split ('train' or 'test'); ImageNet gives its validation loader."
@@ -175,21 +188,37 @@ def save_atomic(obj, path: str | Path):
         torch.save(obj, f); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
-def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
-    "Load a hebbnb checkpoint, or raise a one-line `FileNotFoundError`/`ValueError`."
+def _to(obj, device):
+    "`obj` with every tensor inside its dicts, lists and tuples moved to `device`."
+    if isinstance(obj, Tensor): return obj.to(device)
+    if isinstance(obj, dict): return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return type(obj)(_to(v, device) for v in obj)
+    return obj
+
+def load_checkpoint(path: str | Path,   # a file written by `save_atomic`
+                    map_location='cpu', # device for the weights and optimiser states; RNG states always stay on the CPU
+                   ) -> dict:
+    "Load a hebbnb checkpoint without running code (tensors and plain values only), or raise a one-line error."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    try: ck = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals([TorchVersion]):  # a str subclass that checkpoints before 2026-12 stored
+            ck = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        bad = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+        if bad: raise ValueError(f"refusing to load {path}: it would create a Python object ({bad.group(1)}), not only tensors and plain values; hebbnb never runs code from a checkpoint") from None
+        raise ValueError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({type(e).__name__})") from None
     except Exception as e: raise ValueError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({type(e).__name__})") from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ValueError(f"{path} is not a hebbnb checkpoint")
-    return ck
+    return ck if str(map_location) == 'cpu' else {k: v if k == 'rng' else _to(v, map_location) for k, v in ck.items()}
 
 # %% ../nbs/08_train.ipynb #c020
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     "A fresh model for `cfg`: dense for a baseline; loaded from `cfg.init` and gated for FTWT."
     model = create(cfg.arch, num_classes)
     if cfg.method == 'ftwt':
-        if cfg.init:
+        if cfg.init == 'torchvision': model = create(cfg.arch, num_classes, pretrained=True)  # cached in $TORCH_HOME/hub/checkpoints
+        elif cfg.init:
             ck = load_checkpoint(cfg.init)
             if ck['arch'] != cfg.arch: raise ValueError(f"{cfg.init} holds a {ck['arch']}, not a {cfg.arch}")
             if ck['gated']: raise ValueError(f"{cfg.init} is an FTWT checkpoint; start FTWT from a baseline checkpoint")
@@ -230,7 +259,7 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> tuple:
 
 def mask_weight(cfg: TrainConfig, epoch: int) -> float:
     "The mask-loss weight w at `epoch`: `cfg.mask_weight` before the cooldown, 0 after."
-    return cfg.mask_weight if cfg.method == 'ftwt' and epoch < cfg.cooldown * cfg.epochs else 0.
+    return cfg.mask_weight if cfg.method == 'ftwt' and epoch < int(cfg.cooldown * cfg.epochs) else 0.  # reference: off once epoch >= int(cooldown * epochs)
 
 # %% ../nbs/08_train.ipynb #hq02
 def head_quality(tp: Tensor,     # (...) decisions predicted on and labelled on (true positives)
@@ -284,6 +313,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
         else: sums[2:4] += static * len(y); sums[4] += len(y)
     if rt.distributed: dist.all_reduce(sums); dist.all_reduce(counts); dist.all_reduce(used)
     correct, n, macs, paper, kept = sums.tolist()
+    if n == 0: raise ValueError("no images to evaluate: the test set (or --max-steps/--max-batches) gives none")
     res = dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
                flops_reduction_paper=100 * (1 - paper / n / static), keep_ratio=kept / n)
     return res | (_head_metrics(layers, counts, used, n) if layers else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None))
@@ -376,6 +406,7 @@ def _epoch_steps(model, layers, loader, rt, opt_b, opt_m, w, epoch, skip, max_st
 # %% ../nbs/08_train.ipynb #c032
 LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
               'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters', 'seconds']
+LOG_FIELDS += ['epochs']   # the run's planned total when the epoch ran: changes where --resume extended the run
 
 def _write_log(rows: list[dict], out: Path):
     tmp = out / '.log.csv.tmp'
@@ -384,24 +415,50 @@ def _write_log(rows: list[dict], out: Path):
     os.replace(tmp, out / 'log.csv')
 
 def _rng_state(): return dict(torch=torch.get_rng_state(), python=random.getstate(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-def _set_rng_state(s):
-    torch.set_rng_state(s['torch']); random.setstate(s['python'])
-    if s.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+def _set_rng_state(s):   # the setters take CPU byte tensors only, wherever the checkpoint was mapped
+    torch.set_rng_state(s['torch'].cpu()); random.setstate(s['python'])
+    if s.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in s['cuda']])
 
-def _checkpoint(cfg, core, num_classes, opts, epoch, step, best, rows, metrics) -> dict:
+def _checkpoint(cfg, core, num_classes, opts, epoch, step, best, rows, metrics, extensions=()) -> dict:
     opt_b, opt_m, s_b, s_m = opts
     sd = lambda o: o.state_dict() if o is not None else None
     return dict(format=CKPT_FORMAT, config=asdict(cfg), arch=cfg.arch, dataset=cfg.dataset, num_classes=num_classes,
                 gated=bool(gated_layers(core)), model=core.state_dict(), opt_backbone=sd(opt_b), opt_mask=sd(opt_m),
                 sched_backbone=sd(s_b), sched_mask=sd(s_m), epoch=epoch, step=step, best_top1=best, log=rows,
-                metrics=metrics, rng=_rng_state(), torch_version=torch.__version__)
+                metrics=metrics, rng=_rng_state(), torch_version=str(torch.__version__), extensions=list(extensions))
 
 def _restore(ck, core, opts):
     core.load_state_dict(ck['model'])
     for o, key in zip(opts, ('opt_backbone', 'opt_mask', 'sched_backbone', 'sched_mask')):
         if o is not None and ck[key] is not None: o.load_state_dict(ck[key])
     _set_rng_state(ck['rng'])
-    return ck['epoch'], ck['step'], ck['best_top1'], ck['log']
+    return ck['epoch'], ck['step'], ck['best_top1'], ck['log'], ck.get('metrics') or {}, ck.get('extensions', [])
+
+RUNTIME_FIELDS = ('data', 'download', 'device', 'threads', 'workers', 'progress', 'tensorboard', 'out')  # how and where a run executes: free to change on resume
+
+def resumed_config(saved: TrainConfig,  # the config stored in the run's last.pt
+                   given: TrainConfig,  # the config asked for now
+                   path='last.pt',      # the checkpoint, for the message
+                  ) -> TrainConfig:
+    "`given` when it continues `saved`: equal in every field but the runtime ones and a larger `epochs`; else a one-line error."
+    for f in fields(TrainConfig):
+        was, now = getattr(saved, f.name), getattr(given, f.name)
+        if f.name in RUNTIME_FIELDS or now == was or (f.name == 'epochs' and now > was): continue
+        flag = {'method': 'method (hebbnb-baseline or hebbnb-train)', 'softmax': '--no-softmax'}.get(f.name, '--' + f.name.replace('_', '-'))
+        hint = ' (a run can be extended, never shortened)' if f.name == 'epochs' else ''
+        raise ValueError(f"--resume: {flag} is {now!r} but {path} was trained with {was!r}{hint}; give the saved value or drop the flag, or start a new --out")
+    return given
+
+def _replan(opts, cfg: TrainConfig, epoch: int):
+    "After `epochs` grew on resume: re-plan a cosine schedule over the new total from `epoch` on; step milestones stay."
+    if cfg.schedule != 'cosine': return
+    for opt, sch in ((opts[0], opts[2]), (opts[1], opts[3])):
+        if sch is None: continue
+        sch.T_max = cfg.epochs
+        for g, lr0 in zip(opt.param_groups, sch.base_lrs):
+            # lr(e) = eta_min + (lr0 - eta_min) (1 + cos(pi e / epochs)) / 2: the rate a run planned with the new total has at e
+            g['lr'] = sch.eta_min + (lr0 - sch.eta_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
+        sch._last_lr = [g['lr'] for g in opt.param_groups]
 
 # %% ../nbs/08_train.ipynb #c033
 def _say(rt, *a):
@@ -412,11 +469,11 @@ def fit(cfg: TrainConfig,             # the run
         stop: StopFlag | None = None,  # stop request checked between steps (default: set by SIGINT/SIGTERM)
        ) -> dict:                      # the final metrics, as written to metrics.json
     "Train a baseline or FTWT model as `cfg` says; write checkpoints, log.csv and metrics.json to `cfg.out`."
+    from hebbnb.data import interactive
     check_config(cfg)
     out = Path(cfg.out)
-    if resume and (out / 'last.pt').is_file():
-        saved = TrainConfig(**load_checkpoint(out / 'last.pt')['config'])
-        cfg = TrainConfig(**{**asdict(saved), **{k: getattr(cfg, k) for k in ('device', 'threads', 'progress', 'workers')}})
+    saved = TrainConfig(**load_checkpoint(out / 'last.pt')['config']) if resume and (out / 'last.pt').is_file() else None
+    if saved: cfg = resumed_config(saved, cfg, out / 'last.pt')
     rt = setup_runtime(cfg)
     _say(rt, f"hebbnb {cfg.method}: " + json.dumps(asdict(cfg)))
     torch.manual_seed(cfg.seed); random.seed(cfg.seed)
@@ -424,10 +481,13 @@ def fit(cfg: TrainConfig,             # the run
     core = build_model(cfg, num_classes).to(rt.device, memory_format=torch.channels_last)
     static = static_macs(core, input_size(cfg.arch))
     opts = make_optimizers(core, cfg)
-    start, skip, best, rows, metrics = 0, 0, -1., [], {}
-    if resume and (out / 'last.pt').is_file():
-        start, skip, best, rows = _restore(load_checkpoint(out / 'last.pt', map_location=rt.device), core, opts)
+    start, skip, best, rows, metrics, extensions = 0, 0, -1., [], {}, []
+    if saved:
+        start, skip, best, rows, metrics, extensions = _restore(load_checkpoint(out / 'last.pt', map_location=rt.device), core, opts)
         _say(rt, f"resuming {out / 'last.pt'} at epoch {start + 1}, step {skip}")
+        if cfg.epochs > saved.epochs:
+            _replan(opts, cfg, start); extensions.append(dict(at_epoch=start, epochs_from=saved.epochs, epochs_to=cfg.epochs))
+            _say(rt, f"extending the run from {saved.epochs} to {cfg.epochs} epochs" + (f": cosine schedule re-planned over {cfg.epochs} epochs, lr now {opts[0].param_groups[0]['lr']:.4g}" if cfg.schedule == 'cosine' else ''))
     model = nn.parallel.DistributedDataParallel(core, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None) if rt.distributed else core
     stop, handlers = stop or StopFlag(), {}
     if rt.main: out.mkdir(parents=True, exist_ok=True)
@@ -439,10 +499,10 @@ def fit(cfg: TrainConfig,             # the run
             t0, w = time.time(), mask_weight(cfg, epoch)
             for loader in (train_loader, getattr(train_loader, 'sampler', None)):
                 if hasattr(loader, 'set_epoch'): loader.set_epoch(epoch)
-            res = train_epoch(model, train_loader, rt, opts[0], opts[1], w, epoch, skip, cfg.max_steps, stop, cfg.progress and rt.main)
+            res = train_epoch(model, train_loader, rt, opts[0], opts[1], w, epoch, skip, cfg.max_steps, stop, cfg.progress and rt.main and interactive())
             done = res['steps'] >= (min(len(train_loader), cfg.max_steps) if cfg.max_steps else len(train_loader))
             if not done:
-                if rt.main: save_atomic(_checkpoint(cfg, core, num_classes, opts, epoch, res['steps'], best, rows, metrics), out / 'last.pt')
+                if rt.main: save_atomic(_checkpoint(cfg, core, num_classes, opts, epoch, res['steps'], best, rows, metrics, extensions), out / 'last.pt')
                 raise Interrupted(f"stopped at epoch {epoch + 1}, step {res['steps']}; checkpoint saved to {out / 'last.pt'} (continue with --resume)")
             skip = 0
             if rt.distributed: dist.all_reduce(res['sums'])
@@ -450,13 +510,13 @@ def fit(cfg: TrainConfig,             # the run
             metrics = evaluate(model, test_loader, rt, static, cfg.max_steps)
             row = dict(epoch=epoch + 1, lr=opts[0].param_groups[0]['lr'] if opts[0] else None, mlr=opts[1].param_groups[0]['lr'] if opts[1] else None, w=w,
                        loss=loss / n, ce=ce / n, mask_loss=ml / n, train_top1=100 * correct / n, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
-                       seconds=time.time() - t0)
+                       seconds=time.time() - t0, epochs=cfg.epochs)
             rows.append(row)
             for sch in opts[2:]:
                 if sch is not None: sch.step()
             if rt.main:
                 _write_log(rows, out)
-                ck = _checkpoint(cfg, core, num_classes, opts, epoch + 1, 0, max(best, metrics['top1']), rows, metrics)
+                ck = _checkpoint(cfg, core, num_classes, opts, epoch + 1, 0, max(best, metrics['top1']), rows, metrics, extensions)
                 save_atomic(ck, out / 'last.pt')
                 if metrics['top1'] > best: save_atomic(ck, out / 'best.pt')
                 if tb: [tb.add_scalar(k, v, epoch + 1) for k, v in row.items() if isinstance(v, (int, float))]
@@ -476,7 +536,7 @@ def fit(cfg: TrainConfig,             # the run
                  per_layer_macs=split.get('per_layer_macs'), train=cfg.train, head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
                  dataset=cfg.dataset, r=cfg.r if cfg.method == 'ftwt' else None, mode=cfg.mode if cfg.method == 'ftwt' else None,
                  labels=cfg.labels if cfg.method == 'ftwt' else None, keep=cfg.keep, epochs=cfg.epochs, subset=cfg.subset,
-                 seconds=sum(r['seconds'] for r in rows), world_size=rt.world_size, device=str(rt.device), config=asdict(cfg))
+                 seconds=sum(r['seconds'] for r in rows), world_size=rt.world_size, device=str(rt.device), config=asdict(cfg), extensions=extensions)
     if rt.main: (out / 'metrics.json').write_text(json.dumps(final, indent=2))
     return final
 

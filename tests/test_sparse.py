@@ -119,3 +119,15 @@ def test_static_network_with_full_widths_is_the_dense_model(arch, hw):
     model = random_gated(arch, n=4, x=x)
     with torch.no_grad(): ref = set_mask_source(model, 'none')(x[:2])
     assert torch.allclose(run_static(static_steps(to_sparse(model)), x[:2]), ref, atol=1e-3)
+
+def test_bench_warns_on_other_processes_not_on_its_own_start_up(tmp_path, monkeypatch, capsys):
+    "A high load average caused by the bench's own start-up is no warning; CPUs kept busy by others are."
+    import hebbnb.sparse as S
+    monkeypatch.setattr(S.os, 'getloadavg', lambda: (3.0, 3.0, 3.0))
+    ticks = iter([(1000, 10000, 5.0), (1000, 10100, 5.5)])   # machine: no busy ticks by others over the interval; our process: 0.5 s
+    monkeypatch.setattr(S, '_cpu_times', lambda: next(ticks))
+    with pytest.raises(SystemExit): bench_main(['--arch', 'resnet20', '--quick', '--images', '2', '--threads', '1', '--out', str(tmp_path / 'a')])
+    assert 'contended' not in capsys.readouterr().err
+    ticks = iter([(1000, 10000, 5.0), (1200, 10200, 5.0)])   # every tick busy, none ours: other processes use all CPUs
+    with pytest.raises(SystemExit): bench_main(['--arch', 'resnet20', '--quick', '--images', '2', '--threads', '1', '--out', str(tmp_path / 'b')])
+    assert 'other processes kept' in capsys.readouterr().err

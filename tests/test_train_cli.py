@@ -171,3 +171,50 @@ def test_pipeline_on_real_cifar_subset(tmp_path):
     assert m['method'] == 'ftwt' and 0 <= m['flops_reduction'] < 100 and m['dataset'] == 'cifar10'
     r = script('hebbnb-eval', '--ckpt', tmp_path / 'ftwt' / 'best.pt', '--data', DATA, '--max-batches', '2')
     assert r.returncode == 0 and 'top1' in json.loads(r.stdout)
+
+@pytest.mark.parametrize('main, argv, msg', [
+    (baseline_main, ['--subset', '50', '--batch-size', '128'], '50 training images per process make no full batch of 128'),
+    (baseline_main, ['--max-steps', '0'], 'max_steps must be at least 1'),
+    (eval_main, ['--max-batches', '0'], '--max-batches must be at least 1'),
+    (estimate_main, ['--batches', '0', '--r', '0.9'], '--batches and --batch-size must be at least 1'),
+])
+def test_nothing_divides_by_zero_steps_or_images(tmp_path, base_ckpt, main, argv, msg):
+    "A training set smaller than one batch (training drops incomplete batches), or zero batches asked for: one line, exit 2."
+    if main is baseline_main: argv = TINY + argv + ['--out', tmp_path / 'x']
+    else: argv = ['--ckpt', base_ckpt, '--out', tmp_path / 'x'] + argv if main is estimate_main else ['--ckpt', base_ckpt] + argv
+    code, out, err = call(main, argv)
+    assert code == 2 and msg in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+
+def test_evaluate_refuses_an_empty_test_set():
+    from hebbnb.train import evaluate, setup_runtime
+    from hebbnb.models import create
+    with pytest.raises(ValueError, match='no images to evaluate'): evaluate(create('resnet20'), [], setup_runtime(tiny_config(threads=1)), 1)
+
+@pytest.mark.skipif(not DATA, reason='HEBBNB_DATA not set')
+def test_real_cifar_subset_smaller_than_a_batch(tmp_path):
+    "The issue's command on real CIFAR-10."
+    code, out, err = call(baseline_main, ['--arch', 'resnet20', '--dataset', 'cifar10', '--data', DATA, '--no-download', '--subset', '50',
+                                          '--batch-size', '128', '--epochs', '1', '--threads', '1', '--out', tmp_path / 'x'])
+    assert code == 2 and 'no full batch of 128' in err and 'ZeroDivision' not in err, err
+
+def test_mask_loss_cooldown_follows_the_reference(tmp_path, base_ckpt):
+    "Reference code: the mask loss is off once epoch >= int(cooldown * epochs): 3 epochs at 0.5 train the heads in epoch 1 only."
+    fit(tiny_config(method='ftwt', init=str(base_ckpt), epochs=3, cooldown=0.5, max_steps=2, out=str(tmp_path / 'f'), threads=1))
+    assert [r['w'] for r in load_checkpoint(tmp_path / 'f' / 'last.pt')['log']] == [1.0, 0.0, 0.0]
+
+def test_no_progress_bars_in_a_pipe(tmp_path):
+    "Progress bars are asked for (no --no-progress) but stdout/stderr are pipes: one line per epoch, no carriage returns."
+    r = subprocess.run([str(BIN / 'hebbnb-baseline'), '--dataset', 'synthetic', '--epochs', '2', '--batch-size', '32', '--max-steps', '3',
+                        '--threads', '1', '--out', str(tmp_path / 'x')], capture_output=True, timeout=300)   # bytes: text mode would turn \r into \n
+    assert r.returncode == 0, r.stderr
+    assert b'\r' not in r.stdout + r.stderr and b'it/s' not in r.stdout + r.stderr
+    assert [l.split()[1] for l in r.stdout.decode().splitlines() if l.startswith('epoch ')] == ['1/2', '2/2']
+
+@pytest.mark.skipif(not DATA, reason='HEBBNB_DATA not set')
+def test_quickstart_fast_starts_from_the_shipped_baseline(tmp_path):
+    r = script('hebbnb-quickstart', '--fast', '--data', DATA, '--no-download', '--threads', '1', '--no-progress', '--out', tmp_path / 'q')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'estimated' in r.stdout and 'realised' in r.stdout and 'dynamic' in r.stdout
+    table = (tmp_path / 'q' / 'results.md').read_text()
+    assert 'cifar10_resnet20_baseline.pt' in table and '| baseline |  | 40 |' in table and '| FTWT r=0.8 | 0.8 | 2 |' in table
+    assert not (tmp_path / 'q' / 'baseline').exists()   # no baseline was trained
