@@ -271,6 +271,7 @@ def plot_accuracy_vs_flops(rows: list[dict], title: str = ''):
     for r in rows:
         ax.scatter(r['flops_reduction'], r['top1'], s=50, marker='*' if r.get('r') is None else 'o')
         ax.annotate(r['run'], (r['flops_reduction'], r['top1']), textcoords='offset points', xytext=(5, 4), fontsize=8)
+    ax.margins(x=0.25, y=0.2)  # room for the labels, which sit above and right of their points
     ax.set(xlabel='exact FLOPs reduction (%)', ylabel='top-1 (%)', title=title)
     ax.grid(alpha=0.3); fig.tight_layout()
     return fig

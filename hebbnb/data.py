@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from PIL import Image
-from tqdm import tqdm
+from tqdm.auto import tqdm
 from torchvision import datasets, transforms
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
