@@ -41,10 +41,12 @@ def modules() -> list[str]:
     return sorted(d['syms'])
 
 def public_names() -> dict[str, str]:
-    "{name: 'hebbnb.mod.name'} for every name in a module's `__all__` (what the API pages document)."
+    "{name: 'hebbnb.mod.name'} for every function and class in a module's `__all__` (what the API pages document)."
     out = {}
     for mod in modules():
-        for nm in getattr(importlib.import_module(mod), '__all__', []): out.setdefault(nm, f'{mod}.{nm}')
+        m = importlib.import_module(mod)
+        for nm in getattr(m, '__all__', []):
+            if callable(getattr(m, nm)): out.setdefault(nm, f'{mod}.{nm}')   # constants have no API entry of their own
     return out
 
 # ---------------------------------------------------------------- notebook processing
