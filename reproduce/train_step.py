@@ -1,6 +1,7 @@
 """Benchmark: dense vs FTWT training step and evaluation step of the same model, in one process, interleaved rounds.
 
     python reproduce/train_step.py --archs resnet20 resnet56 vgg16_bn --threads 2 --out results/train_step.csv
+    python reproduce/train_step.py --markdown results/train_step.csv     # the README's table
 
 Each round times `--steps` batches of every variant in turn (after a warm-up), so that machine drift hits all variants
 alike; the table reports the median over rounds and each FTWT variant's time as a ratio to the dense one of its round.
@@ -62,7 +63,24 @@ def bench(arch: str, r: float, batch: int, rounds: int, steps: int, rt: Runtime,
         rows.append(row)
     return rows
 
+def markdown(path: str | Path) -> str:
+    "The README's training-speed table, from a CSV written by this script: images/s and FTWT/dense step-time ratios."
+    rows = list(csv.DictReader(open(path)))
+    get = lambda arch, step, variant, col: next((r[col] for r in rows if (r['arch'], r['step'], r['variant']) == (arch, step, variant)), '')
+    lines = ['| model | step | dense (img/s) | FTWT (img/s) | FTWT / dense time | reference dense (img/s) | reference FTWT (img/s) | reference FTWT / dense time | FTWT throughput / reference FTWT |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for arch in dict.fromkeys(r['arch'] for r in rows):
+        for step in ('train', 'eval'):
+            ref_ftwt = get(arch, step, 'reference ftwt', 'images_per_s')
+            ours = get(arch, step, 'ftwt', 'images_per_s')
+            vs_ref = f'{float(ours) / float(ref_ftwt):.2f}' if ref_ftwt else ''
+            ref_ratio = f"{float(get(arch, step, 'reference ftwt', 'ratio_to_reference_dense')):.2f}" if ref_ftwt else ''
+            lines.append(f"| {arch} | {step} | {get(arch, step, 'dense', 'images_per_s')} | {ours} | {float(get(arch, step, 'ftwt', 'ratio_to_dense')):.2f} | "
+                         f"{get(arch, step, 'reference dense', 'images_per_s')} | {ref_ftwt} | {ref_ratio} | {vs_ref} |")
+    return '\n'.join(lines)
+
 def main():
+    if sys.argv[1:2] == ['--markdown']: return print(markdown(sys.argv[2]))
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--archs', nargs='+', default=['resnet20', 'resnet56', 'vgg16_bn'], help='models to benchmark')
     p.add_argument('--r', type=float, default=0.9, help='heatmap-mass threshold of the FTWT labels')

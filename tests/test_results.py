@@ -61,3 +61,14 @@ def test_speedup_csv_rows_are_complete():
     for r in rows:
         assert r['threads'] in (1, 2) and r['macs_ratio'] > 1 and 0 <= r['slower_share'] <= 1
         assert r['R'] == pytest.approx(r['dense_ms'] / r['sparse_ms'] / r['macs_ratio'], rel=1e-3)
+
+def test_readme_training_speed_table_is_the_csv():
+    "The README's training-speed table is rendered from results/train_step.csv (reproduce/train_step.py --markdown)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_step', ROOT / 'reproduce' / 'train_step.py')
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    rs = rows('train_step.csv')
+    assert {(r['arch'], r['step'], r['variant']) for r in rs} >= {(a, s, v) for a in ('resnet20', 'resnet56', 'vgg16_bn')
+                                                                  for s in ('train', 'eval') for v in ('dense', 'ftwt')}
+    assert all(r['threads'] and r['torch'] and r['machine'] for r in rs)
+    assert bench.markdown(ROOT / 'results' / 'train_step.csv') in (ROOT / 'README.md').read_text()
