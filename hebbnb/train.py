@@ -273,18 +273,23 @@ def head_quality(tp: Tensor,     # (...) decisions predicted on and labelled on 
     balanced = torch.stack([tpr, tnr]).nanmean(0)  # (TPR + TNR) / 2: 50% for a head that always answers the same
     return dict(accuracy=100 * (tp + tn) / total, balanced_accuracy=100 * balanced, f1=100 * 2 * tp / (on + pos))
 
-def _head_metrics(layers: list, counts: Tensor, used: Tensor, n: float) -> dict:  # counts (L, 3), used (sum C_l,)
-    sizes = [g.conv.out_channels for g in layers]
-    total = torch.tensor(sizes, dtype=torch.float64, device=counts.device) * n           # (L,) decisions per layer
-    per, pooled = head_quality(*counts.T, total), head_quality(*counts.sum(0), total.sum())
+def _head_metrics(sizes: list, counts: Tensor, used: Tensor, n: float) -> dict:  # C_l per layer; counts (sum C_l, 3), used (sum C_l,)
+    "Head measures from per-filter counts (true positives, predicted on, labelled on) and images keeping each filter."
     number = lambda v: None if math.isnan(v) else v
+    mean_where = lambda v, ok: [number(x[o].mean().item()) if o.any() else None for x, o in zip(v.split(sizes), ok.split(sizes))]
+    per_filter = head_quality(*counts.T, torch.full_like(counts[:, 0], n))['balanced_accuracy']  # (sum C_l,)
+    informative = (counts[:, 2] > 0) & (counts[:, 2] < n)                    # the filter's label varies across inputs
+    pooled = head_quality(*counts.sum(0), torch.tensor(n * sum(sizes), dtype=counts.dtype))
+    per_layer_pooled = head_quality(*torch.stack([c.sum(0) for c in counts.split(sizes)]).T,
+                                    n * torch.tensor(sizes, dtype=counts.dtype, device=counts.device))
     share = lambda flags: [100 * f.double().mean().item() for f in flags.split(sizes)]      # % of each layer's filters
     varies = (used > 0) & (used < n)                                                       # kept for some inputs only
-    return dict(mask_accuracy=number(pooled['accuracy'].item()), balanced_accuracy=number(pooled['balanced_accuracy'].item()),
+    return dict(mask_accuracy=number(pooled['accuracy'].item()),
+                balanced_accuracy=number(per_filter[informative].mean().item()) if informative.any() else None,
                 f1=number(pooled['f1'].item()), dynamic_filters=100 * varies.double().mean().item(),
-                per_layer=dict(balanced_accuracy=[number(v) for v in per['balanced_accuracy'].tolist()],
-                               f1=[number(v) for v in per['f1'].tolist()], dynamic_filters=share(varies),
-                               always_on=share(used == n), always_off=share(used == 0)))
+                per_layer=dict(balanced_accuracy=mean_where(per_filter, informative),
+                               f1=[number(v) for v in per_layer_pooled['f1'].tolist()], dynamic_filters=share(varies),
+                               varying_labels=share(informative), always_on=share(used == n), always_off=share(used == 0)))
 
 # %% ../nbs/08_train.ipynb #c025
 def _unwrap(model): return model.module if hasattr(model, 'module') else model
@@ -300,7 +305,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
     core = _unwrap(model).eval()
     layers = gated_layers(core)
     sums = torch.zeros(5, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, kept share
-    counts = torch.zeros(len(layers), 3, dtype=torch.float64, device=rt.device)  # per layer: true positives, predicted on, labelled on
+    counts = torch.zeros(sum(g.conv.out_channels for g in layers), 3, dtype=torch.float64, device=rt.device)  # per filter: true positives, predicted on, labelled on
     used = torch.zeros(sum(g.conv.out_channels for g in layers), dtype=torch.float64, device=rt.device)  # inputs keeping each filter
     for x, y in _batches(loader, rt, max_steps):
         with rt.autocast(): out = core(x)
@@ -308,7 +313,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
         if layers:
             sums[2] += dynamic_macs(core).sum(); sums[3] += dynamic_macs(core, 'paper').sum()
             sums[4] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
-            counts += torch.stack([torch.stack([((g.logits > 0) & (g.labels > 0.5)).sum(), (g.logits > 0).sum(), (g.labels > 0.5).sum()]) for g in layers])
+            counts += torch.cat([torch.stack([((g.logits > 0) & (g.labels > 0.5)).sum(0), (g.logits > 0).sum(0), (g.labels > 0.5).sum(0)], 1) for g in layers])
             used += torch.cat([(g.mask > 0).sum(0) for g in layers])
         else: sums[2:4] += static * len(y); sums[4] += len(y)
     if rt.distributed: dist.all_reduce(sums); dist.all_reduce(counts); dist.all_reduce(used)
@@ -316,7 +321,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
     if n == 0: raise ValueError("no images to evaluate: the test set (or --max-steps/--max-batches) gives none")
     res = dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
                flops_reduction_paper=100 * (1 - paper / n / static), keep_ratio=kept / n)
-    return res | (_head_metrics(layers, counts, used, n) if layers else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None))
+    return res | (_head_metrics([g.conv.out_channels for g in layers], counts, used, n) if layers else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None))
 
 # %% ../nbs/08_train.ipynb #ss02
 def _add_macs(acc: dict, macs: dict):

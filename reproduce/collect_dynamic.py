@@ -1,6 +1,7 @@
 """Collect the 'is FTWT dynamic' runs (issue 11) of hebbnb and of the reference code into the committed CSVs.
 
 Usage: python reproduce/collect_dynamic.py --hebbnb RUN_DIR ... --reference RUN_DIR ... [--out results]
+       python reproduce/collect_dynamic.py --markdown results/dynamic_summary.csv    # the README's table
 Writes OUT/dynamic_epochs.csv (one row per run and epoch: how well and how dynamically the heads predict, on the test
 images each run evaluates every epoch) and OUT/dynamic_summary.csv (one row per run: its last epoch, plus the split of
 the saved MACs into the static part, which a statically pruned network also saves, and the input-dependent part).
@@ -55,7 +56,21 @@ def write(rows: list[dict], columns: list, path: Path):
     with open(path, 'w', newline='') as f:
         w = csv.DictWriter(f, columns); w.writeheader(); w.writerows(rows)
 
+def markdown(path: Path) -> str:
+    "The README's table of the runs, from dynamic_summary.csv."
+    cell = lambda v, f='{:.1f}': '' if v in (None, '') else f.format(float(v))
+    lines = ['| code | heads | trained | epochs | balanced accuracy (%) | F1 (%) | input-dependent filters (%) | input-dependent share of the saving (%) |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in csv.DictReader(open(path)):
+        heads = ('softmax' if r['softmax'] == 'True' else 'no softmax') + f", mlr {float(r['mlr']):g}"
+        trained = 'heads only, frozen backbone' if r['train'] == 'heads' else 'backbone and heads'
+        lines.append(f"| {r['code']} | {heads} | {trained} | {r['epochs_done']} of {r['epochs']} | {cell(r['balanced_accuracy'])} | "
+                     f"{cell(r['f1'])} | {cell(r['dynamic_filters'], '{:.2f}')} | {cell(r['dynamic_share_of_saving'])} |")
+    return '\n'.join(lines)
+
 def main():
+    import sys
+    if sys.argv[1:2] == ['--markdown']: return print(markdown(Path(sys.argv[2])))
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--hebbnb', nargs='*', default=[], help='hebbnb run folders (log.csv, metrics.json)')
     p.add_argument('--reference', nargs='*', default=[], help='reference-code run folders (log.csv, metrics.json)')

@@ -326,7 +326,7 @@ def evaluate_reference(R, model, layers, loader, max_steps=None) -> dict:
     "Top-1, their mask accuracy, and hebbnb's head measures (`dynamic_filters`, balanced accuracy, F1) of their gated model."
     model.eval()
     size = _OutSize(layers)
-    counts = torch.zeros(len(layers), 3, dtype=torch.float64)    # per layer: predicted on & labelled on, predicted on, labelled on
+    counts = torch.zeros(sum(l.out_features for l in layers), 3, dtype=torch.float64)  # per filter: predicted on & labelled on, predicted on, labelled on
     used = torch.zeros(sum(l.out_features for l in layers), dtype=torch.float64)  # test images keeping each filter
     sums = torch.zeros(4, dtype=torch.float64)                    # correct, their mask accuracy x images, their FLOPs, images
     try:
@@ -335,12 +335,12 @@ def evaluate_reference(R, model, layers, loader, max_steps=None) -> dict:
             _, mask_acc, _ = R.utils.compute_mask_loss_per_input(gt_mask, mask_logits, y, lweight=1.0)
             kept = [R.layers.BinarizerSTEStatic.apply(0.5, torch.sigmoid(z)).flatten(1) > 0.5 for z in mask_logits]  # (B, C_l): the mask they apply
             lab = [g.flatten(1) > 0.5 for g in gt_mask]                                                          # (B, C_l) labels
-            counts += torch.tensor([[(k & g).sum().item(), k.sum().item(), g.sum().item()] for k, g in zip(kept, lab)], dtype=torch.float64)
+            counts += torch.cat([torch.stack([(k & g).sum(0), k.sum(0), g.sum(0)], 1) for k, g in zip(kept, lab)]).double()
             used += torch.cat([k.sum(0) for k in kept]).double()
             sums += torch.tensor([(outputs.argmax(1) == y).sum().item(), mask_acc.item() * len(y), flops.sum().item(), len(y)], dtype=torch.float64)
     finally: size.remove()
     correct, acc, flops, n = sums.tolist()
-    res = dict(top1=100 * correct / n, mask_accuracy_ref=acc / n) | _head_metrics(layers, counts, used, n)
+    res = dict(top1=100 * correct / n, mask_accuracy_ref=acc / n) | _head_metrics([l.out_features for l in layers], counts, used, n)
     sizes = [l.out_features for l in layers]
     union = [float((u > 0).sum()) for u in used.split(sizes)]
     dense, static = their_flops(layers, size.hw, sizes), their_flops(layers, size.hw, union)
