@@ -3,7 +3,8 @@
 Usage: python reproduce/collect_dynamic.py --hebbnb RUN_DIR ... --reference RUN_DIR ... [--out results]
        python reproduce/collect_dynamic.py --markdown results/dynamic_summary.csv    # the README's table
 Writes OUT/dynamic_epochs.csv (one row per run and epoch: how well and how dynamically the heads predict, on the test
-images each run evaluates every epoch) and OUT/dynamic_summary.csv (one row per run: its last epoch, plus the split of
+images each run evaluates every epoch; its balanced accuracy is as the run logged it, pooled over all decisions for
+the runs made before hebbnb computed it per filter, which includes every run committed so far) and OUT/dynamic_summary.csv (one row per run: its last epoch, plus the split of
 the saved MACs into the static part, which a statically pruned network also saves, and the input-dependent part).
 hebbnb runs read RUN/log.csv and RUN/metrics.json (written by hebbnb-train); reference runs read the same files written
 by reproduce/reference_ftwt.py (whose FLOPs follow the reference code's formula, gated convs only).
@@ -13,7 +14,7 @@ from pathlib import Path
 
 EPOCH_COLUMNS = ['code', 'run', 'train', 'softmax', 'mlr', 'epoch', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
                  'dynamic_filters']
-SUMMARY_COLUMNS = EPOCH_COLUMNS[:5] + ['epochs_done', 'epochs', 'subset', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
+SUMMARY_COLUMNS = EPOCH_COLUMNS[:5] + ['epochs_done', 'epochs', 'subset', 'test_images', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
                                        'dynamic_filters', 'flops_reduction', 'static_saving', 'dynamic_saving',
                                        'dynamic_share_of_saving', 'flops_convention', 'command']
 
@@ -38,18 +39,20 @@ def epoch_rows(code: str, run: Path) -> list[dict]:
             for r in csv.DictReader(open(run / 'log.csv'))]
 
 def summary_row(code: str, run: Path) -> dict:
-    "The run's last epoch and, once it finished, its static/dynamic split of the saved MACs."
+    "The run's measures on the full test set (RUN/eval.json, once evaluated), else at its last epoch; and its split of the saved MACs."
     last = epoch_rows(code, run)[-1]
-    m = json.loads((run / 'metrics.json').read_text()) if (run / 'metrics.json').exists() else {}
     cfg = run_config(run)
+    ev = json.loads((run / 'eval.json').read_text()) if (run / 'eval.json').exists() else None
+    src = ev if ev is not None else {}
     suffix = '_ref' if code == 'reference' else ''
-    static, dynamic = _num(m.get('static_saving' + suffix)), _num(m.get('dynamic_saving' + suffix))
+    static, dynamic = _num(src.get('static_saving' + suffix)), _num(src.get('dynamic_saving' + suffix))
     share = None if static is None or dynamic is None or static + dynamic == 0 else round(100 * dynamic / (static + dynamic), 2)
-    return dict({k: last[k] for k in EPOCH_COLUMNS if k != 'epoch'}, epochs_done=last['epoch'], epochs=cfg['epochs'],
-                subset=cfg.get('subset'), flops_reduction=_num(m.get('flops_reduction' + suffix)), static_saving=static,
-                dynamic_saving=dynamic, dynamic_share_of_saving=share,
-                flops_convention='reference (gated convs)' if code == 'reference' else 'exact (all convs and linear)',
-                command=m.get('command', ''))
+    measures = {k: _num(ev.get(k)) for k in EPOCH_COLUMNS[6:]} if ev is not None else {k: last[k] for k in EPOCH_COLUMNS[6:]}
+    return dict({k: last[k] for k in EPOCH_COLUMNS[:5]}, epochs_done=last['epoch'], epochs=cfg['epochs'], subset=cfg.get('subset'),
+                test_images='all 10,000' if ev is not None and not ev.get('test_subset') else cfg.get('test_subset'), **measures,
+                flops_reduction=_num(src.get('flops_reduction' + suffix)), static_saving=static, dynamic_saving=dynamic,
+                dynamic_share_of_saving=share, flops_convention='reference (gated convs)' if code == 'reference' else 'exact (all convs and linear)',
+                command=json.loads((run / 'metrics.json').read_text()).get('command', '') if (run / 'metrics.json').exists() else '')
 
 def write(rows: list[dict], columns: list, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,13 +62,13 @@ def write(rows: list[dict], columns: list, path: Path):
 def markdown(path: Path) -> str:
     "The README's table of the runs, from dynamic_summary.csv."
     cell = lambda v, f='{:.1f}': '' if v in (None, '') else f.format(float(v))
-    lines = ['| code | heads | trained | epochs | balanced accuracy (%) | F1 (%) | input-dependent filters (%) | input-dependent share of the saving (%) |',
+    lines = ['| code | heads | trained | epochs | test images | balanced accuracy per filter (%) | input-dependent filters (%) | input-dependent share of the saving (%) |',
              '|---|---|---|---|---|---|---|---|']
     for r in csv.DictReader(open(path)):
         heads = ('softmax' if r['softmax'] == 'True' else 'no softmax') + f", mlr {float(r['mlr']):g}"
         trained = 'heads only, frozen backbone' if r['train'] == 'heads' else 'backbone and heads'
-        lines.append(f"| {r['code']} | {heads} | {trained} | {r['epochs_done']} of {r['epochs']} | {cell(r['balanced_accuracy'])} | "
-                     f"{cell(r['f1'])} | {cell(r['dynamic_filters'], '{:.2f}')} | {cell(r['dynamic_share_of_saving'])} |")
+        lines.append(f"| {r['code']} | {heads} | {trained} | {r['epochs_done']} of {r['epochs']} | {r['test_images']} | {cell(r['balanced_accuracy'])} | "
+                     f"{cell(r['dynamic_filters'], '{:.2f}')} | {cell(r['dynamic_share_of_saving'])} |")
     return '\n'.join(lines)
 
 def main():

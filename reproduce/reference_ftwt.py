@@ -437,7 +437,29 @@ def parser() -> argparse.ArgumentParser:
         h.add_argument('--' + f.name.replace('_', '-'), dest=f.name, type=typ, default=f.default, required=f.name == 'reference', help=help_[f.name])
     h.add_argument('--softmax', action=argparse.BooleanOptionalAction, default=True, help='softmax over the pooled head input (their --softmax 1)')
     h.add_argument('--resume', action='store_true', help='continue from OUT/last.pt when it exists')
+    ev = sub.add_parser('eval', help="evaluate a heads run's last.pt with hebbnb's measures; writes RUN/eval.json")
+    ev.add_argument('--reference', required=True, help='checkout of github selkerdawy/FTWT (outside this repository)')
+    ev.add_argument('--run', required=True, help='a heads run folder (holds last.pt)')
+    ev.add_argument('--test-subset', type=int, default=None, help='class-balanced test images (default: the full test set)')
+    ev.add_argument('--threads', type=int, default=1, help='CPU threads')
     return p
+
+def eval_main(a):
+    "Evaluate a finished (or stopped) heads run's last.pt on the test set with hebbnb's measures; write RUN/eval.json."
+    run = Path(a.run)
+    ck = torch.load(run / 'last.pt', map_location='cpu', weights_only=False)   # our own file, written by `train_heads`
+    if not isinstance(ck, dict) or ck.get('format') != 'reference-heads-v1': raise ValueError(f"{run / 'last.pt'} is not a reference heads checkpoint")
+    c = HeadsConfig(**{**ck['config'], 'reference': a.reference, 'test_subset': a.test_subset, 'threads': a.threads})
+    torch.set_num_threads(c.threads)
+    R = import_reference(c.reference)
+    tc = TrainConfig(arch=c.arch, dataset=c.dataset, data=c.data, download=False, test_subset=c.test_subset, batch_size=c.batch_size, seed=c.seed)
+    _, test_loader, nc = make_data(tc, Runtime(torch.device('cpu')))
+    model, _ = build_reference(c.reference, c.arch, num_classes=nc)
+    layers = R.utils.fuse_masking(types.SimpleNamespace(module=model), None, ftwt_args(c.arch, c.r, c.softmax, num_classes=nc))
+    model.load_state_dict(ck['model'])
+    res = dict(evaluate_reference(R, model, layers, test_loader), epoch=ck['epoch'], test_subset=c.test_subset, reference_commit=R.commit)
+    (run / 'eval.json').write_text(json.dumps(res, indent=2))
+    print(json.dumps({k: v for k, v in res.items() if k != 'per_layer'}))
 
 def check_main(a):
     "Print the name mapping's logit check on a real test batch (or random images) and one reference FTWT step."
@@ -459,6 +481,7 @@ def main(argv=None):
     def go(argv):
         a = parser().parse_args(argv)
         if a.cmd == 'check': torch.set_num_threads(1); return check_main(a)
+        if a.cmd == 'eval': return eval_main(a)
         kw = {f.name: getattr(a, f.name) for f in fields(HeadsConfig)}
         if kw['subset'] == 0: kw['subset'] = None
         c = HeadsConfig(**kw)
