@@ -10,7 +10,7 @@ import weakref
 import torch
 from torch import nn, Tensor
 from .labels import filter_saliency
-from .mass import mass_mask, uniform_mask, check_r
+from .mass import check_r, LabelRule, MassLabels, label_rule
 from .predictor import MaskPredictor
 
 # %% auto #0
@@ -38,16 +38,16 @@ class GatedConv(nn.Module):
                  act: nn.Module | None = None,  # its activation (None: identity)
                  r: float = 0.9,              # heatmap-mass threshold of the labels
                  mode: str = 'decoupled',     # 'decoupled': the mask loss stops at the head; 'joint': it reaches the backbone
-                 labels: str = 'mass',        # 'mass' (per-input k) or 'uniform' (fixed share `keep` of filters)
+                 labels: str | LabelRule = 'mass',  # a label rule, or 'mass' (per-input k) / 'uniform' (fixed share `keep`)
                  pool: str = 'avg',           # the predictor's global pooling: 'avg' or 'max'
-                 keep: float | None = None,   # kept share of filters for labels='uniform' (default: r)
+                 keep: float | None = None,   # kept share of filters for labels='uniform' (required there)
                  softmax: bool = True,        # softmax over the predictor's pooled input
                 ):
         super().__init__()
         self.conv, self.bn, self.act = conv, bn, act if act is not None else nn.Identity()
         self.predictor = MaskPredictor(conv.in_channels, conv.out_channels, pool, softmax)
-        self.r, self.keep = check_r(r), keep
-        self.mode, self.labels_kind = _check_choice('mode', mode, MODES), _check_choice('labels', labels, LABELS)
+        self.rule = label_rule(labels, r, keep)
+        self.mode = _check_choice('mode', mode, MODES)
         self.mask_source = 'predicted'
         self.logits = self.labels = self.mask = self.given = None
         self._trail = _Trail()  # `gate` shares one trail between all layers of a network
@@ -80,11 +80,6 @@ class _Trail:
         return active_channels(x)
     def __getstate__(self): return {}   # weak references do not pickle; a copy starts with an empty trail
 
-@torch.no_grad()
-def _labels(self: GatedConv, scores: Tensor) -> Tensor:  # (B, C) filter scores -> (B, C) float {0, 1}
-    "Self-supervised labels: top filters by heatmap mass (or a uniform share)."
-    if self.labels_kind == 'mass': return mass_mask(scores, self.r)
-    return uniform_mask(scores, self.keep if self.keep is not None else self.r)
 
 def _chosen_mask(self: GatedConv, dtype: torch.dtype) -> Tensor:  # (B, C)
     if self._mask_source == 'predicted': return (self.logits.detach() > 0).to(dtype)
@@ -99,7 +94,7 @@ def _forward(self: GatedConv, x: Tensor, residual: Tensor | None = None) -> Tens
     y = self.act(y)
     self.logits = self.predictor(x.detach() if self.mode == 'decoupled' else x)  # (B, C)
     scores = filter_saliency(y, nonnegative=isinstance(self.act, (nn.ReLU, nn.ReLU6))).float()  # (B, C)
-    self.labels = _labels(self, scores).to(y.dtype)                             # (B, C)
+    with torch.no_grad(): self.labels = self.rule(scores).to(y.dtype)          # (B, C) self-supervised labels
     self.mask = _chosen_mask(self, y.dtype)                                     # (B, C)
     m = self.mask[:, :, None, None]
     out = y * m if torch.is_grad_enabled() else y.mul_(m)                       # y is ours: no copy without autograd
@@ -162,10 +157,10 @@ def _record_activity(m: nn.Module, args, out: Tensor):  # eval only, like GatedC
 def gate(model: nn.Module,            # a dense network built from conv-BN units and/or basic blocks
          r: float = 0.9,              # heatmap-mass threshold of the labels
          mode: str = 'decoupled',     # 'decoupled' or 'joint'
-         labels: str = 'mass',        # 'mass' or 'uniform'
+         labels: str | LabelRule = 'mass',  # a label rule, or 'mass' / 'uniform'
          pool: str = 'avg',           # predictor pooling: 'avg' or 'max'
          label_at: str = 'pre',       # ResNet blocks: conv2 labels before or after the residual addition
-         keep: float | None = None,   # kept share for labels='uniform' (default: r)
+         keep: float | None = None,   # kept share for labels='uniform' (required there)
          softmax: bool = True,        # softmax over each predictor's pooled input (the reference code's default)
         ) -> nn.Module:
     "Wrap every conv followed by batch norm in `model` in a `GatedConv` (in place); return the model."
@@ -197,6 +192,7 @@ def set_apply(model: nn.Module, apply: str) -> nn.Module:
     return set_mask_source(model, apply)
 
 def set_r(model: nn.Module, r: float) -> nn.Module:
-    "Set the heatmap-mass threshold of every gated layer."
-    for g in gated_layers(model): g.r = check_r(r)
+    "Set the heatmap-mass threshold of every gated layer whose labels follow the heatmap mass (`MassLabels`)."
+    for g in gated_layers(model):
+        if isinstance(g.rule, MassLabels): g.rule = MassLabels(r, g.rule.min_keep)
     return model

@@ -12,7 +12,8 @@ from torch import Tensor
 from .labels import topk_mask, _check_scores
 
 # %% auto #0
-__all__ = ['TOL', 'check_r', 'mass_k', 'mass_mask', 'uniform_mask', 'plot_mass', 'plot_k_distribution']
+__all__ = ['TOL', 'check_r', 'mass_k', 'mass_mask', 'uniform_mask', 'LabelRule', 'MassLabels', 'UniformLabels', 'label_rule',
+           'plot_mass', 'plot_k_distribution']
 
 # %% ../nbs/02_heatmap_mass.ipynb #c006
 TOL = 1e-5  # tolerance of the mass comparison, as in the reference code
@@ -67,6 +68,40 @@ def uniform_mask(scores: Tensor,  # (B, C) per-filter scores
     if math.isnan(keep) or not 0 < keep <= 1: raise ValueError(f"keep must lie in (0, 1], got keep={keep}")
     _check_scores(scores)
     return topk_mask(scores, max(1, round(keep * scores.shape[1])))
+
+# %% ../nbs/02_heatmap_mass.ipynb #lr02
+class LabelRule:
+    "Turns a layer's (B, C) filter scores into (B, C) {0, 1} labels; a new rule is a subclass that implements `__call__`."
+    def __call__(self, scores: Tensor) -> Tensor: raise NotImplementedError
+
+class MassLabels(LabelRule):
+    "FTWT's labels (§3.2; reference: `get_gt_mask_ratio`): per input, the strongest filters holding a share `r` of the mass."
+    def __init__(self, r: float,          # heatmap-mass threshold in (0, 1]
+                 min_keep: int = 1,       # never keep fewer filters than this
+                ): self.r, self.min_keep = check_r(r), min_keep
+    def __call__(self, scores: Tensor) -> Tensor: return mass_mask(scores, self.r, self.min_keep)  # (B, C) -> (B, C)
+    def __repr__(self): return f'MassLabels(r={self.r:g})'
+
+class UniformLabels(LabelRule):
+    "The paper's uniform ablation (reference: `get_gt_mask_pratio`): the top `round(keep * C)` filters of every input."
+    def __init__(self, keep: float):      # share of filters to keep, in (0, 1]
+        keep = float(keep)
+        if math.isnan(keep) or not 0 < keep <= 1: raise ValueError(f"keep must lie in (0, 1], got keep={keep}")
+        self.keep = keep
+    def __call__(self, scores: Tensor) -> Tensor: return uniform_mask(scores, self.keep)  # (B, C) -> (B, C)
+    def __repr__(self): return f'UniformLabels(keep={self.keep:g})'
+
+def label_rule(labels: str | LabelRule,  # a rule, or a preset name: 'mass' or 'uniform'
+               r: float = 0.9,           # threshold of the 'mass' preset
+               keep: float | None = None,  # kept share of the 'uniform' preset (required there)
+              ) -> LabelRule:
+    "The label rule a gated layer uses: `labels` itself, or the preset it names."
+    if isinstance(labels, LabelRule): return labels
+    if labels == 'mass': return MassLabels(r)
+    if labels == 'uniform':
+        if keep is None: raise ValueError("labels='uniform' needs keep, the share of filters every input keeps")
+        return UniformLabels(keep)
+    raise ValueError(f"labels must be 'mass', 'uniform' or a LabelRule, got {labels!r}")
 
 # %% ../nbs/02_heatmap_mass.ipynb #c015
 def plot_mass(scores: Tensor,  # (C,) one sample's filter scores

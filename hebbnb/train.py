@@ -81,6 +81,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     _one_of('train', cfg.train, ('all', 'heads')); _one_of('pool', cfg.pool, ('avg', 'max')); _one_of('label_at', cfg.label_at, ('pre', 'post')); _one_of('softmax', cfg.softmax, (True, False))
     check_r(cfg.r)
     if cfg.keep is not None and not 0 < cfg.keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {cfg.keep}")
+    if cfg.method == 'ftwt' and cfg.labels == 'uniform' and cfg.keep is None: raise ValueError("labels='uniform' needs keep (--keep), the share of filters every input keeps")
     for name in ('epochs', 'batch_size'):
         if int(getattr(cfg, name)) < 1: raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ('lr', 'mlr'):
