@@ -116,7 +116,7 @@ def run_cli(prog: str, fn, argv=None) -> int:
         print(f"{prog}: {kind}{msg}", file=sys.stderr, flush=True); return code
     if os.environ.get('HEBBNB_DEBUG'): fn(argv); return 0
     try: fn(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e: return fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e: return fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
     except NonFiniteLoss as e: return fail(f"{e}; the last good checkpoint is kept", 3)
     except Interrupted as e: return fail(str(e), 130, kind='')
     except KeyboardInterrupt: return fail('interrupted', 130, kind='')
@@ -158,8 +158,8 @@ def eval_parser() -> argparse.ArgumentParser:
 def reading_config(ck: dict, data=None, download=True, batch_size=256, device='auto') -> TrainConfig:
     "The config of checkpoint `ck`, set up to read its whole data set (no subsets) from `data` on `device`."
     data = data if data is not None else None if os.environ.get('HEBBNB_DATA') else ck['config']['data']   # $HEBBNB_DATA beats the path the run was trained with
-    return TrainConfig(**{**ck['config'], 'data': data, 'download': download,
-                          'batch_size': batch_size, 'device': device, 'subset': None, 'test_subset': None})
+    return check_config(TrainConfig(**{**ck['config'], 'data': data, 'download': download,
+                                       'batch_size': batch_size, 'device': device, 'subset': None, 'test_subset': None}))
 
 def evaluate_checkpoint(ckpt, data=None, download=True, batch_size=256, device='auto', max_batches=None, apply='predicted') -> dict:
     "Evaluate a checkpoint on its dataset's test set: top-1 (%), exact MACs and FLOPs reductions (%), static/dynamic split."
@@ -283,6 +283,7 @@ def quickstart(a: argparse.Namespace) -> list[dict]:
     "Run the quickstart; write results.md, accuracy_vs_flops.png and estimate.png under `a.out`."
     t0, out, data = time.time(), Path(a.out), a.data or str(data_root())
     for r in a.r: check_r(r)
+    if a.train_baseline is not None and a.train_baseline < 1: raise ValueError(f"--train-baseline must be at least 1 epoch, got {a.train_baseline}")
     sizes = dict(subset=a.subset or (512 if a.fast else None), test_subset=a.test_subset or (256 if a.fast else None), max_steps=4 if a.fast else None)
     common = dict(arch='resnet20', dataset='cifar10', data=data, download=a.download, device=a.device, threads=a.threads, progress=a.progress, **sizes)
     ftwt = check_config(TrainConfig(**{**load_recipe('cifar10_resnet20', 'ftwt'), **common, 'method': 'ftwt', 'epochs': a.epochs, 'out': str(out)}))

@@ -257,6 +257,11 @@ def _calibration(cfg, rt, n: int | None) -> list[Tensor]:
         out.append(x if n is None else x[:n - seen]); seen += len(out[-1])
     return out
 
+def _input_spec(ck: dict) -> dict:  # what the exported model expects: its input size and per-channel normalisation
+    from hebbnb.data import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if ck['dataset'] == 'imagenet' else (CIFAR_MEAN.get(ck['dataset']), CIFAR_STD.get(ck['dataset']))
+    return dict(shape=['B', *input_size(ck['arch'])], dtype='float32', pixels='RGB scaled to [0, 1], then (x - mean) / std per channel', mean=mean, std=std)
+
 def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` arguments
                       command: str | None = None,  # the command line, recorded in export.json
                      ) -> dict:
@@ -278,7 +283,7 @@ def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` argum
     onnx = write_onnx(net, next(iter(test))[0][:4].contiguous(), out / 'model.onnx') if a.onnx else dict(written=False, note='--no-onnx')
     dense, gated, export = sizes['macs_dense'], cmp.pop('gated_macs'), sizes['macs_export']
     report = dict(ckpt=str(a.ckpt), arch=ck['arch'], dataset=ck['dataset'], r=ck['config']['r'], min_share=a.min_share,
-                  calib_images=sum(len(x) for x in calib),
+                  calib_images=sum(len(x) for x in calib), input=_input_spec(ck),
                   files=dict(spec='model.json', weights='model.pt', runtime='hebbnb_deploy.py', onnx='model.onnx' if onnx['written'] else None),
                   params=dict(dense=sizes['params_dense'], gated=sizes['params_gated'], export=sizes['params_export'], export_heads=sizes['params_export_heads']),
                   macs=dict(dense=dense, gated=gated, export=export, head_gated=sizes['head_macs_gated'], head_export=sizes['head_macs_export']),

@@ -84,8 +84,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.method == 'ftwt' and cfg.labels == 'uniform' and cfg.keep is None: raise ValueError("labels='uniform' needs keep (--keep), the share of filters every input keeps")
     for name in ('epochs', 'batch_size'):
         if int(getattr(cfg, name)) < 1: raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    for name in ('lr', 'mlr'):
-        if not getattr(cfg, name) > 0: raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ('lr', 'mlr', 'gamma'):
+        if not 0 < getattr(cfg, name) < math.inf: raise ValueError(f"{name} must be a positive number, got {getattr(cfg, name)}")
+    if not 0 <= cfg.momentum < 1: raise ValueError(f"momentum must lie in [0, 1), got {cfg.momentum}")
+    if not 0 <= cfg.weight_decay < math.inf: raise ValueError(f"weight_decay must be a non-negative number, got {cfg.weight_decay}")
+    if any(m < 1 for m in cfg.milestones): raise ValueError(f"milestones must be epochs (1 or more), got {list(cfg.milestones)}")
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', cfg.device): raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     if not 0 <= cfg.cooldown <= 1: raise ValueError(f"cooldown must be a fraction in [0, 1], got {cfg.cooldown}")
     if cfg.train == 'heads' and cfg.method != 'ftwt': raise ValueError("train='heads' trains FTWT's mask heads: it needs method='ftwt'")
     if cfg.train == 'heads' and cfg.cooldown < 1: raise ValueError(f"train='heads' learns from the mask loss alone: set cooldown=1 (mask loss in every epoch), got {cfg.cooldown}")
@@ -167,7 +171,7 @@ def make_data(cfg: TrainConfig, rt: Runtime) -> tuple:
 
 def _one_batch_at_least(train, n: int, cfg: TrainConfig):
     "`train`, or a one-line error when its `n` images per process make no full batch (training drops incomplete ones)."
-    if len(train) == 0: raise ValueError(f"{n} training images per process make no full batch of {cfg.batch_size}: lower --batch-size or raise --subset")
+    if len(train) == 0: raise ValueError(f"{n} training images per process make no full batch of {cfg.batch_size}: lower the batch size or raise the subset")
     return train
 
 def plain_batches(cfg: TrainConfig, rt: Runtime, split: str = 'train'):

@@ -3,7 +3,8 @@
 # Usage: HEBBNB_DATA=../shared/data bash reproduce/dynamic_study.sh [stage ...]
 # Stages: heads (experiment 1: heads only, frozen backbone, 60 epochs on a 10,000-image class-balanced subset,
 #         evaluated per epoch on a 2,000-image test subset, {softmax, no softmax} x {mlr 0.1 (reference), 1.0}), long (experiment 2: decoupled r = 0.8, 30 epochs, full
-#         training set, mask loss for the first half, {softmax, no softmax}), collect.
+#         training set, mask loss for the first half, {softmax, no softmax}), eval (finished runs on the full test
+#         set), reference (the reference code's heads-only runs, reproduce/reference_ftwt.py), collect, save.
 # Runs resume where they stopped. Runs longer than a session are continued from the stage checkpoints committed under
 # checkpoints/dynamic_study/ (last.pt, log.csv), which `save` refreshes.
 set -euo pipefail
@@ -42,4 +43,4 @@ stage_save() {  # copy every run's resumable state into the repository
 }
 stage_collect() { python reproduce/collect.py "$RUNS" results/cifar10_resnet20_dynamic.csv; }
 
-for s in ${@:-heads long collect}; do echo "== $s"; "stage_$s"; done
+for s in ${@:-heads long eval reference collect}; do echo "== $s"; "stage_$s"; done

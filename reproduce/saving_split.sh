@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The static/dynamic split of the saved MACs for the committed FTWT checkpoints (issue 11, item 5).
-# Usage: HEBBNB_DATA=../shared/data bash reproduce/saving_split.sh   -> results/cifar10_resnet20_saving_split.csv
+# Usage: HEBBNB_DATA=../shared/data bash reproduce/saving_split.sh
+#   -> results/cifar10_resnet20_saving_split.csv (one row per checkpoint) and ..._layers.csv (mean MACs per image and layer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HEBBNB_DATA:?set HEBBNB_DATA to the folder holding cifar10-jpeg.tar.gz}"
@@ -21,5 +22,10 @@ for f in sorted(Path(sys.argv[1]).glob('*.json')):
                      dynamic_share_of_saving=round(100 * m['dynamic_saving'] / (m['static_saving'] + m['dynamic_saving']), 2)))
 with open(sys.argv[2], 'w', newline='') as fh:
     w = csv.DictWriter(fh, cols); w.writeheader(); w.writerows(rows)
+with open(sys.argv[2].replace('.csv', '_layers.csv'), 'w', newline='') as fh:
+    w = csv.writer(fh); w.writerow(['checkpoint', 'layer', 'dense_macs', 'static_macs', 'gated_macs'])
+    for f in sorted(Path(sys.argv[1]).glob('*.json')):
+        pl = json.loads(f.read_text())['per_layer_macs']
+        for name, d, s, g in zip(pl['layer'], pl['dense'], pl['static'], pl['gated']): w.writerow([f'checkpoints/{f.stem}.pt', name, round(d), round(s), round(g)])
 PY
 cat "$out"

@@ -99,6 +99,7 @@ def test_cli_writes_the_export(tiny_ckpt, tmp_path, capsys):
     code, _ = run(['--ckpt', str(tiny_ckpt), '--out', str(tmp_path), '--test-subset', '40', '--threads', '1'], capsys)
     assert code == 0
     r = json.loads((tmp_path / 'export.json').read_text())
+    assert r['input']['shape'][1:] == [3, 32, 32] and len(r['input']['mean']) == 3 == len(r['input']['std'])  # how to feed it
     assert r['test']['images'] == 40 and r['calib_images'] == 512 and r['command'].startswith('hebbnb-export --ckpt')
     assert r['macs']['export'] <= r['macs']['dense'] and r['params']['export'] <= r['params']['gated']
     if r['exact']: assert r['test']['max_abs_logit_diff'] < 1e-4 and r['test']['top1_export'] == r['test']['top1_gated']

@@ -84,10 +84,18 @@ def test_nonfinite_loss_stops_with_a_message(tmp_path, base_ckpt):
     (['--dataset', 'mnist'], 'unknown dataset'),
     (['--epochs', '0'], 'epochs must be at least 1'),
     (['--config', 'no_such_recipe'], 'no config'),
+    (['--device', 'tpu'], "device must be 'auto'"), (['--momentum', '2'], 'momentum must lie in [0, 1)'),
+    (['--gamma', 'inf'], 'gamma must be a positive number'), (['--milestones', '-5'], 'milestones must be epochs'),
+    (['--weight-decay', '-1'], 'weight_decay must be a non-negative number'),
 ])
 def test_baseline_bad_input_is_one_line(tmp_path, argv, msg):
     code, out, err = call(baseline_main, TINY + argv + ['--out', tmp_path / 'x'])
     assert code == 2 and msg in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / 'afile').write_text('x')
+    code, out, err = call(baseline_main, TINY + ['--out', tmp_path / 'afile'])
+    assert code == 2 and 'File exists' in err and len(err.strip().splitlines()) == 1, err
 
 def test_missing_data_is_one_line(tmp_path):
     code, out, err = call(baseline_main, ['--dataset', 'cifar10', '--data', tmp_path / 'empty', '--no-download', '--out', tmp_path / 'x'])
