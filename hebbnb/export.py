@@ -259,7 +259,7 @@ def _calibration(cfg, rt, n: int | None) -> list[Tensor]:
 
 def _input_spec(ck: dict) -> dict:  # what the exported model expects: its input size and per-channel normalisation
     from hebbnb.data import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if ck['dataset'] == 'imagenet' else (CIFAR_MEAN.get(ck['dataset']), CIFAR_STD.get(ck['dataset']))
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if ck['dataset'] == 'imagenet' else (CIFAR_MEAN.get(ck['dataset'], (0., 0., 0.)), CIFAR_STD.get(ck['dataset'], (1., 1., 1.)))  # synthetic: not normalised
     return dict(shape=['B', *input_size(ck['arch'])], dtype='float32', pixels='RGB scaled to [0, 1], then (x - mean) / std per channel', mean=mean, std=std)
 
 def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` arguments
