@@ -71,9 +71,19 @@ def markdown(path: Path) -> str:
                      f"{cell(r['dynamic_filters'], '{:.2f}')} | {cell(r['dynamic_share_of_saving'])} |")
     return '\n'.join(lines)
 
+def markdown_split(path: Path) -> str:
+    "The README's table of the static/dynamic split of committed checkpoints, from results/cifar10_resnet20_saving_split.csv."
+    lines = ['| checkpoint | top-1 (%) | exact FLOPs reduction (%) | static part (%) | input-dependent part (%) | input-dependent share of the saving (%) | input-dependent filters (%) |',
+             '|---|---|---|---|---|---|---|']
+    for r in csv.DictReader(open(path)):
+        lines.append(f"| `{r['checkpoint']}` | {float(r['top1']):.2f} | {float(r['flops_reduction']):.1f} | {float(r['static_saving']):.1f} | "
+                     f"{float(r['dynamic_saving']):.1f} | {float(r['dynamic_share_of_saving']):.1f} | {float(r['dynamic_filters']):.2f} |")
+    return '\n'.join(lines)
+
 def main():
     import sys
     if sys.argv[1:2] == ['--markdown']: return print(markdown(Path(sys.argv[2])))
+    if sys.argv[1:2] == ['--markdown-split']: return print(markdown_split(Path(sys.argv[2])))
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--hebbnb', nargs='*', default=[], help='hebbnb run folders (log.csv, metrics.json)')
     p.add_argument('--reference', nargs='*', default=[], help='reference-code run folders (log.csv, metrics.json)')
