@@ -72,3 +72,14 @@ def test_readme_training_speed_table_is_the_csv():
                                                                   for s in ('train', 'eval') for v in ('dense', 'ftwt')}
     assert all(r['threads'] and r['torch'] and r['machine'] for r in rs)
     assert bench.markdown(ROOT / 'results' / 'train_step.csv') in (ROOT / 'README.md').read_text()
+
+def test_readme_dynamic_tables_are_the_csvs():
+    "The README's is-FTWT-dynamic tables are rendered from results/dynamic_summary.csv and the saving-split CSV."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('collect_dynamic', ROOT / 'reproduce' / 'collect_dynamic.py')
+    cd = importlib.util.module_from_spec(spec); spec.loader.exec_module(cd)
+    readme = (ROOT / 'README.md').read_text()
+    assert cd.markdown(ROOT / 'results' / 'dynamic_summary.csv') in readme
+    assert cd.markdown_split(ROOT / 'results' / 'cifar10_resnet20_saving_split.csv') in readme
+    for r in rows('cifar10_resnet20_saving_split.csv'):   # the split adds up to the exact reduction
+        assert float(r['static_saving']) + float(r['dynamic_saving']) == pytest.approx(float(r['flops_reduction']), abs=0.02)

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_SLOW = {'90_reproduction_cifar10.ipynb': "its per-layer figures of the committed checkpoint (about a minute)"}
 BUDGET = 2_000_000   # bytes of stored outputs, all notebooks together
 _SLOW = re.compile(r'^#\|\s*slow\b', re.M)
+_PROGRESS = re.compile(r'\d+%\|')
 
 def default_notebooks() -> list[Path]:
     "Tutorials (01-89) and reproductions (90+); index and `_` scratch notebooks are not run."
@@ -38,7 +39,8 @@ def _replacements() -> list[tuple[re.Pattern, str]]:
     data = os.environ.get('HEBBNB_DATA')
     if data: subs.append((re.escape(str(Path(data).resolve())), '$HEBBNB_DATA')); subs.append((re.escape(data.rstrip('/')), '$HEBBNB_DATA'))
     subs += [(re.escape(str(ROOT)) + r'/?', './'), (re.escape(tempfile.gettempdir()) + r'/[\w.-]+', '<tmp>'),
-             (re.escape(str(Path.home())) + r'(?=/|\b)', '~')]
+             (re.escape(str(Path.home())) + r'(?=/|\b)', '~'),
+             (r'(?m)^(epoch \d+/\d+ .*?)\s+\d+s$', r'\1')]   # the seconds at the end of a training log line: a timing
     return [(re.compile(p), r) for p, r in subs]
 
 def _text(v) -> str: return ''.join(v) if isinstance(v, list) else v
@@ -58,6 +60,7 @@ def clean_outputs(cell, subs) -> list[str]:
         if o.output_type in ('display_data', 'execute_result'):
             o.data.pop('application/vnd.jupyter.widget-view+json', None)
             if not o.data: continue
+            if set(o.data) == {'text/plain'} and _PROGRESS.search(_text(o.data['text/plain'])): continue  # a progress bar's text form
         outs.append(o)
     for o in outs:
         if o.output_type == 'stream': o.text = _sub(o.text, subs)
@@ -83,6 +86,7 @@ def run(path: Path, timeout: int = 900) -> int:
 
     nb = nbformat.read(path, as_version=4)
     subs = _replacements()
+    nb.cells.insert(0, nbformat.v4.new_code_cell('%matplotlib inline'))  # Figure objects render as PNG; removed before saving
 
     class Client(NotebookClient):
         async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
@@ -91,6 +95,7 @@ def run(path: Path, timeout: int = 900) -> int:
 
     Client(nb, timeout=timeout, kernel_name='python3', record_timing=False, allow_errors=False,
            resources={'metadata': {'path': str(path.parent)}}).execute()
+    nb.cells.pop(0)
     for i, c in enumerate(nb.cells):
         if c.cell_type != 'code' or skip_cell(c, path.name): continue
         for t in clean_outputs(c, subs):
