@@ -330,7 +330,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
 
 # %% ../nbs/08_train.ipynb #ss02
 def _add_macs(acc: dict, macs: dict):
-    for k, v in macs.items(): acc[k] = acc.get(k, 0.) + v.sum().item()
+    for k, v in macs.items(): acc[k] = acc.get(k, 0.) + v.double().sum().item()
 
 @torch.no_grad()
 def saving_split(model: nn.Module, loader, rt: Runtime, max_steps: int | None = None) -> dict:
