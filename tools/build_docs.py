@@ -198,7 +198,7 @@ def stage(dst: Path = STAGE) -> list[tuple[str, dict]]:
         if m: tut[f'hebbnb.{m[1]}'] = pages[p.name]
     for mod in modules(): (dst / 'api' / f"{mod.split('.', 1)[1]}.md").write_text(api_page(mod, tut.get(mod)))
     (dst / 'commands.md').write_text(cli_page())
-    title = lambda p: f"{p.name[:2]} {json.loads(p.read_text())['cells'][0]['source'][0].lstrip('# ').strip()}"
+    title = lambda p: f"{re.match(r'[0-9]+[a-z]*', p.name)[0]} {json.loads(p.read_text())['cells'][0]['source'][0].lstrip('# ').strip()}"  # '11a Deployment runtime'
     index = next(nbd for page, nbd in done if page == 'index')
     index.cells.append(_md_cell('\n'.join([
         toctree('Tutorials', [(title(p), pages[p.name]) for p in nbs if p.name != 'index.ipynb' and not is_reproduction(p)]),
