@@ -329,6 +329,15 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
     return res | (_head_metrics([g.conv.out_channels for g in layers], counts, used, n) if layers else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None))
 
 # %% ../nbs/08_train.ipynb #ss02
+@contextlib.contextmanager
+def _masks_from(layers: list, source: str):
+    "Inside the block every gated layer masks with `source`; afterwards each has its own mask source and given mask back."
+    saved = [(g.mask_source, g.given) for g in layers]
+    for g in layers: g.mask_source = source
+    try: yield
+    finally:
+        for g, (s, given) in zip(layers, saved): g.mask_source, g.given = s, given
+
 def _add_macs(acc: dict, macs: dict):
     for k, v in macs.items(): acc[k] = acc.get(k, 0.) + v.double().sum().item()
 
@@ -338,19 +347,19 @@ def saving_split(model: nn.Module, loader, rt: Runtime, max_steps: int | None = 
     core = _unwrap(model).eval()
     layers = gated_layers(core)
     if not layers: raise ValueError("saving_split needs a gated model")
-    choices, kept_by = [g.mask_source for g in layers], [torch.zeros(g.conv.out_channels, device=rt.device) for g in layers]
+    kept_by = [torch.zeros(g.conv.out_channels, device=rt.device) for g in layers]   # (C_l,) images keeping each filter
     dense, gated, static, n = {}, {}, {}, 0
     for x, _ in _batches(loader, rt, max_steps):                  # pass 1: the gated model as it runs
         with rt.autocast(): core(x)
         for k, g in zip(kept_by, layers): k += (g.mask > 0).sum(0)
         _add_macs(gated, layer_macs(core)); _add_macs(dense, layer_macs(core, dense=True)); n += len(x)
-    if rt.distributed: [dist.all_reduce(k) for k in kept_by]
-    for g, k in zip(layers, kept_by): g.mask_source = 'given'
-    for x, _ in _batches(loader, rt, max_steps):                  # pass 2: the union of kept filters, for every image
-        for g, k in zip(layers, kept_by): g.given = (k > 0).float().expand(len(x), -1)
-        with rt.autocast(): core(x)
-        _add_macs(static, layer_macs(core))
-    for g, c in zip(layers, choices): g.mask_source, g.given = c, None
+    for k in kept_by:
+        if rt.distributed: dist.all_reduce(k)
+    with _masks_from(layers, 'given'):
+        for x, _ in _batches(loader, rt, max_steps):              # pass 2: the union of kept filters, for every image
+            for g, k in zip(layers, kept_by): g.given = (k > 0).float().expand(len(x), -1)
+            with rt.autocast(): core(x)
+            _add_macs(static, layer_macs(core))
     names = list(dense)
     sums = torch.tensor([[d[k] for k in names] for d in (dense, static, gated)] + [[n] * len(names)], dtype=torch.float64, device=rt.device)
     if rt.distributed: dist.all_reduce(sums)
@@ -385,11 +394,7 @@ def _dense_teacher(model: nn.Module, layers: list):
     "Frozen backbone (train='heads'): eval-mode batch norms and no mask applied, so the heads learn the dense network's labels."
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
-    choices = [g.mask_source for g in layers]
-    for g in layers: g.mask_source = 'none'
-    try: yield
-    finally:
-        for g, c in zip(layers, choices): g.mask_source = c
+    with _masks_from(layers, 'none'): yield
 
 def _epoch_steps(model, layers, loader, rt, opt_b, opt_m, w, epoch, skip, max_steps, stop, progress) -> dict:
     from tqdm.auto import tqdm

@@ -22,12 +22,17 @@ def site():
 
 def title(nb: Path) -> str: return json.loads(nb.read_text())['cells'][0]['source'][0].lstrip('# ').strip()
 
-@pytest.mark.parametrize('path,min_images', PAGES.items())
-def test_page_loads_cleanly(site, path, min_images):
+def open_page(site, path: str):
+    "A new page of the served site at `path`, and the list its console errors and failed requests are collected in."
     url, browser = site
     page = browser.new_page()
     problems = watch(page)
     page.goto(url + path, wait_until='networkidle')
+    return page, problems
+
+@pytest.mark.parametrize('path,min_images', PAGES.items())
+def test_page_loads_cleanly(site, path, min_images):
+    page, problems = open_page(site, path)
     page.wait_for_function('document.readyState === "complete"')
     imgs = page.eval_on_selector_all('article img', 'els => els.map(e => [e.getAttribute("src"), e.complete, e.naturalWidth])')
     broken = [src for src, done, w in imgs if not (done and w > 0)]
@@ -39,10 +44,7 @@ def test_page_loads_cleanly(site, path, min_images):
     page.close()
 
 def test_navigation_reaches_every_tutorial(site):
-    url, browser = site
-    page = browser.new_page()
-    problems = watch(page)
-    page.goto(url + 'index.html', wait_until='networkidle')
+    page, problems = open_page(site, 'index.html')
     tutorials = [nb for nb in notebooks() if nb.name != 'index.ipynb']
     for nb in tutorials:
         link = page.locator('nav.bd-docs-nav a', has_text=re.compile(rf"^\s*{re.match(r'[0-9]+[a-z]*', nb.name)[0]} "))
@@ -55,10 +57,7 @@ def test_navigation_reaches_every_tutorial(site):
     page.close()
 
 def test_search_finds_mass_k(site):
-    url, browser = site
-    page = browser.new_page()
-    problems = watch(page)
-    page.goto(url + 'index.html', wait_until='networkidle')
+    page, problems = open_page(site, 'index.html')
     page.locator('.bd-sidebar-primary input[name="q"], .bd-sidebar-primary .search-button-field').first.click()
     field = page.locator('input[name="q"]:visible').first
     field.fill('mass_k'); field.press('Enter')
