@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FTWT on the full CIFAR-10 (JPEG copy) at CPU scale, with hebbnb's own commands (issue 6).
 # Usage: HEBBNB_DATA=../shared/data bash reproduce/cifar10_resnet20.sh [stage ...]
-# Stages: baseline estimate decoupled joint uniform long collect (default: all, in that order). Every stage resumes or
+# Stages: baseline estimate decoupled joint uniform long collect plot (default: all, in that order). Every stage resumes or
 # skips runs that already finished, so the script can be rerun after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +20,14 @@ stage_baseline() {  # reuses the committed checkpoint (the same recipe's output)
   fi
   done_run "$RUNS/baseline" || hebbnb-baseline --config cifar10_resnet20 "${COMMON[@]}" --seed 0 --out "$RUNS/baseline" --resume
 }
-stage_estimate() {
+stage_estimate() {  # before training, from the baseline -> results/cifar10_resnet20_estimate_*.json and _budget.png
   for est in forward dense; do
     hebbnb-estimate --ckpt "$BASE" --data "$DATA" --no-download --estimator $est --r 0.75 0.8 0.85 0.9 0.95 1.0 --out "$RUNS/estimate_$est"
+    cp "$RUNS/estimate_$est/estimate.json" "results/cifar10_resnet20_estimate_$est.json"
   done
   hebbnb-estimate --ckpt "$BASE" --data "$DATA" --no-download --target-reduction 50 --out "$RUNS/estimate_target50"
+  cp "$RUNS/estimate_target50/estimate.json" results/cifar10_resnet20_estimate_target50.json
+  cp "$RUNS/estimate_target50/estimate.png" results/cifar10_resnet20_budget.png
 }
 ftwt() {  # ftwt NAME ARGS...
   local out="$RUNS/$1"; shift
@@ -46,5 +49,6 @@ stage_collect() {  # runs from before hebbnb logged dynamic_filters get it from 
   done
   python reproduce/collect.py "$RUNS" results/cifar10_resnet20.csv
 }
+stage_plot() { python reproduce/collect.py --plot results/cifar10_resnet20.csv results/cifar10_resnet20_accuracy_vs_flops.png; }
 
-for s in ${@:-baseline estimate decoupled joint uniform long collect}; do echo "== $s"; "stage_$s"; done
+for s in ${@:-baseline estimate decoupled joint uniform long collect plot}; do echo "== $s"; "stage_$s"; done

@@ -1,13 +1,15 @@
 """Collect hebbnb run folders into one results CSV (one row per run).
 
 Usage: python reproduce/collect.py RUNS_DIR OUT.csv
-       python reproduce/collect.py --markdown OUT.csv    # the README's results table, from the CSV
+       python reproduce/collect.py --markdown OUT.csv            # the README's results table, from the CSV
+       python reproduce/collect.py --plot OUT.csv FIGURE.png     # top-1 against exact FLOPs reduction, from the CSV
 Reads RUNS_DIR/*/metrics.json, and RUNS_DIR/estimate_forward|estimate_dense/estimate.json for the before-training
 estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_DIR/*/eval.json, written by
 `hebbnb-eval --ckpt RUN/last.pt > RUN/eval.json`. Reductions and top-1 are in %; macs are mean exact MACs per image.
 """
 import csv, json, sys
 from pathlib import Path
+from hebbnb.results import markdown_table, plot_accuracy_vs_flops, read_rows, run_label
 
 COLUMNS = ['dataset', 'arch', 'method', 'mode', 'r', 'keep', 'epochs', 'top1', 'macs', 'flops_reduction',
            'flops_reduction_paper', 'estimated_reduction', 'estimated_reduction_dense', 'keep_ratio', 'mask_accuracy',
@@ -46,23 +48,21 @@ def collect(runs: Path, out: Path) -> list[dict]:
         w = csv.DictWriter(f, COLUMNS); w.writeheader(); w.writerows(rows)
     return rows
 
-def run_label(r: dict) -> str:
-    if r['method'] == 'baseline': return 'baseline'
-    if r['method'] == 'uniform': return f"uniform labels, keep {float(r['keep']):g}"
-    return f"FTWT {r['mode']}, r = {float(r['r']):g}" + ('' if r['softmax'] in (True, 'True') else ', no softmax')
+README_COLUMNS = [('run', run_label, ''), ('epochs', 'epochs', ''), ('top-1 (%)', 'top1', '.2f'),
+                  ('exact FLOPs reduction (%)', 'flops_reduction', '.1f'), ('paper convention (%)', 'flops_reduction_paper', '.1f'),
+                  ('estimated, dense (%)', 'estimated_reduction_dense', '.1f'), ('input-dependent filters (%)', 'dynamic_filters', '.1f')]
 
 def markdown(path: Path) -> str:
     "The results table of the README, from a CSV written by `collect`."
-    cell = lambda v, f: '' if v in (None, '') else f.format(float(v))
-    lines = ['| run | epochs | top-1 (%) | exact FLOPs reduction (%) | paper convention (%) | estimated, dense (%) | input-dependent filters (%) |',
-             '|---|---|---|---|---|---|---|']
-    for r in csv.DictReader(open(path)):
-        lines.append(f"| {run_label(r)} | {r['epochs']} | {float(r['top1']):.2f} | {float(r['flops_reduction']):.1f} | "
-                     f"{float(r['flops_reduction_paper']):.1f} | {cell(r['estimated_reduction_dense'], '{:.1f}')} | {cell(r['dynamic_filters'], '{:.1f}')} |")
-    return '\n'.join(lines)
+    return markdown_table(read_rows(path), README_COLUMNS)
+
+def plot(path: Path, png: Path):
+    "results/cifar10_resnet20_accuracy_vs_flops.png (README, notebook 90), from a CSV written by `collect`."
+    plot_accuracy_vs_flops(read_rows(path), 'ResNet-20, CIFAR-10 (CPU-scale schedules)').savefig(png, dpi=120)
 
 if __name__ == '__main__':
     if len(sys.argv) == 3 and sys.argv[1] == '--markdown': print(markdown(Path(sys.argv[2])))
+    elif len(sys.argv) == 4 and sys.argv[1] == '--plot': plot(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) == 3:
         for r in collect(Path(sys.argv[1]), Path(sys.argv[2])): print(r)
     else: sys.exit(__doc__)

@@ -11,6 +11,7 @@ by reproduce/reference_ftwt.py (whose FLOPs follow the reference code's formula,
 """
 import argparse, csv, json
 from pathlib import Path
+from hebbnb.results import markdown_table, read_rows
 
 EPOCH_COLUMNS = ['code', 'run', 'train', 'softmax', 'mlr', 'epoch', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
                  'dynamic_filters']
@@ -59,26 +60,23 @@ def write(rows: list[dict], columns: list, path: Path):
     with open(path, 'w', newline='') as f:
         w = csv.DictWriter(f, columns); w.writeheader(); w.writerows(rows)
 
+SUMMARY_TABLE = [('code', 'code', ''), ('heads', lambda r: f"{'softmax' if r['softmax'] else 'no softmax'}, mlr {r['mlr']:g}", ''),
+                 ('trained', lambda r: 'heads only, frozen backbone' if r['train'] == 'heads' else 'backbone and heads', ''),
+                 ('epochs', lambda r: f"{r['epochs_done']} of {r['epochs']}", ''), ('test images', 'test_images', ''),
+                 ('balanced accuracy per filter (%)', 'balanced_accuracy', '.1f'), ('input-dependent filters (%)', 'dynamic_filters', '.2f'),
+                 ('input-dependent share of the saving (%)', 'dynamic_share_of_saving', '.1f')]
+SPLIT_TABLE = [('checkpoint', lambda r: f"`{r['checkpoint']}`", ''), ('top-1 (%)', 'top1', '.2f'),
+               ('exact FLOPs reduction (%)', 'flops_reduction', '.1f'), ('static part (%)', 'static_saving', '.1f'),
+               ('input-dependent part (%)', 'dynamic_saving', '.1f'), ('input-dependent share of the saving (%)', 'dynamic_share_of_saving', '.1f'),
+               ('input-dependent filters (%)', 'dynamic_filters', '.2f')]
+
 def markdown(path: Path) -> str:
     "The README's table of the runs, from dynamic_summary.csv."
-    cell = lambda v, f='{:.1f}': '' if v in (None, '') else f.format(float(v))
-    lines = ['| code | heads | trained | epochs | test images | balanced accuracy per filter (%) | input-dependent filters (%) | input-dependent share of the saving (%) |',
-             '|---|---|---|---|---|---|---|---|']
-    for r in csv.DictReader(open(path)):
-        heads = ('softmax' if r['softmax'] == 'True' else 'no softmax') + f", mlr {float(r['mlr']):g}"
-        trained = 'heads only, frozen backbone' if r['train'] == 'heads' else 'backbone and heads'
-        lines.append(f"| {r['code']} | {heads} | {trained} | {r['epochs_done']} of {r['epochs']} | {r['test_images']} | {cell(r['balanced_accuracy'])} | "
-                     f"{cell(r['dynamic_filters'], '{:.2f}')} | {cell(r['dynamic_share_of_saving'])} |")
-    return '\n'.join(lines)
+    return markdown_table(read_rows(path), SUMMARY_TABLE)
 
 def markdown_split(path: Path) -> str:
     "The README's table of the static/dynamic split of committed checkpoints, from results/cifar10_resnet20_saving_split.csv."
-    lines = ['| checkpoint | top-1 (%) | exact FLOPs reduction (%) | static part (%) | input-dependent part (%) | input-dependent share of the saving (%) | input-dependent filters (%) |',
-             '|---|---|---|---|---|---|---|']
-    for r in csv.DictReader(open(path)):
-        lines.append(f"| `{r['checkpoint']}` | {float(r['top1']):.2f} | {float(r['flops_reduction']):.1f} | {float(r['static_saving']):.1f} | "
-                     f"{float(r['dynamic_saving']):.1f} | {float(r['dynamic_share_of_saving']):.1f} | {float(r['dynamic_filters']):.2f} |")
-    return '\n'.join(lines)
+    return markdown_table(read_rows(path), SPLIT_TABLE)
 
 def main():
     import sys
