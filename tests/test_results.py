@@ -83,3 +83,92 @@ def test_readme_dynamic_tables_are_the_csvs():
     assert cd.markdown_split(ROOT / 'results' / 'cifar10_resnet20_saving_split.csv') in readme
     for r in rows('cifar10_resnet20_saving_split.csv'):   # the split adds up to the exact reduction
         assert float(r['static_saving']) + float(r['dynamic_saving']) == pytest.approx(float(r['flops_reduction']), abs=0.02)
+
+# ---- prose numbers: every figure the README and notebook 90 state about the runs, recomputed from the CSV
+from hebbnb.results import estimate_gap, read_rows, realised_note
+
+def flat(text: str) -> str:
+    "Text with its line breaks and runs of spaces collapsed, so that a sentence wrapped anywhere still matches."
+    return ' '.join(text.split())
+
+def markdown_of(nb: str) -> str:
+    return flat('\n'.join(''.join(c['source']) for c in json.load(open(ROOT / 'nbs' / nb))['cells'] if c['cell_type'] == 'markdown'))
+
+def within(x: float) -> str:
+    "A bound 'within X points', rounded up to one decimal so that it holds."
+    import math
+    return f'{math.ceil(round(10 * x, 6)) / 10:.1f}'
+
+def prose_facts() -> dict:
+    "Sentences of the README and of notebook 90, each rebuilt from results/cifar10_resnet20.csv."
+    rs = read_rows(ROOT / 'results' / 'cifar10_resnet20.csv')
+    base = next(r for r in rs if r['method'] == 'baseline')
+    ftwt = [r for r in rs if r['method'] == 'ftwt']
+    run = lambda **kw: next(r for r in ftwt if all(r[k] == v for k, v in kw.items()))
+    drop = lambda r: base['top1'] - r['top1']
+    e3, e10 = run(mode='decoupled', r=0.8, epochs=3, softmax=True), run(mode='decoupled', r=0.8, epochs=10, softmax=True)
+    n3, n10 = run(mode='decoupled', r=0.85, epochs=3, softmax=False), run(mode='decoupled', r=0.85, epochs=10, softmax=False)
+    s3 = run(mode='decoupled', r=0.85, epochs=3, softmax=True)
+    uni = next(r for r in rs if r['method'] == 'uniform')
+    soft = [r for r in ftwt if r['mode'] == 'decoupled' and r['softmax']]
+    raw = [r for r in ftwt if not r['softmax']]
+    gaps = [estimate_gap(r) for r in soft]
+    short = [r for r in ftwt if r['epochs'] == 3]
+    softmax_runs = [r for r in ftwt if r['softmax']]
+    joint = [(r, run(mode='decoupled', r=r['r'], epochs=3, softmax=True)) for r in ftwt if r['mode'] == 'joint']
+    ratios = [j['seconds'] / d['seconds'] for j, d in joint]
+    close = [r for r in soft if abs(estimate_gap(r)) < 5]
+    raw_gaps = [f'{abs(estimate_gap(r)):.1f}' for r in raw]
+    common = [f"{89 - base['top1']:.2f} points under the 89%", f"{base['macs'] / 1e6:.2f} MMACs",
+              f"{min(gaps):.1f}-{max(gaps):.1f} points less than the dense",
+              f"within {within(max(abs(estimate_gap(r)) for r in raw))} points of"]
+    readme = common + [
+        f"{base['top1']:.2f}% top-1, {base['epochs']} epochs",
+        f"{e10['flops_reduction']:.1f}% for {drop(e10):.2f} points ($r = 0.8$)",
+        f"{n10['flops_reduction']:.1f}% for {drop(n10):.2f} points ($r = 0.85$)",
+        f"({estimate_gap(e10):.1f} after 10 epochs)",
+        f"({uni['top1']:.2f}% against {e3['top1']:.2f}%)",
+        f"In the paper's convention the first is {e10['flops_reduction_paper']:.1f}%",
+        f"{min(r['dynamic_filters'] for r in raw):.0f}-{max(r['dynamic_filters'] for r in raw):.0f}% of the filters became input-dependent"]
+    nb90 = common + [
+        f"The baseline reached {base['top1']:.2f}%",
+        f"removed {min(r['flops_reduction'] for r in short):.0f}-{max(r['flops_reduction'] for r in short):.0f}% of the exact FLOPs for "
+        f"{min(map(drop, short)):.1f}-{max(map(drop, short)):.1f} points of top-1 after 3 epochs",
+        f"and {e10['flops_reduction']:.1f}% for {drop(e10):.1f} points after 10 ({n10['flops_reduction']:.1f}% for {drop(n10):.1f} points",
+        f"they removed {n3['flops_reduction']:.1f}% of the FLOPs at {n3['top1']:.2f}%, where the softmax heads removed "
+        f"{s3['flops_reduction']:.1f}% at {s3['top1']:.2f}%",
+        f"({e10['flops_reduction']:.1f}% for {drop(e10):.2f} points)", f"({n10['flops_reduction']:.1f}% for {drop(n10):.2f} points)",
+        f"gained {e10['top1'] - e3['top1']:.1f} points over the 3-epoch one while removing {e10['flops_reduction'] - e3['flops_reduction']:.1f} points more",
+        f"for {len(close)} of the {len(soft)} softmax decoupled runs (the 10-epoch run: {estimate_gap(e10):.1f} points)",
+        f"for all three no-softmax runs ({', '.join(raw_gaps[:-1])} and {raw_gaps[-1]} points)",
+        f"mask accuracy {min(r['mask_accuracy'] for r in softmax_runs):.0f}-{max(r['mask_accuracy'] for r in softmax_runs):.0f}%, "
+        f"{min(r['dynamic_filters'] for r in softmax_runs):g}-{max(r['dynamic_filters'] for r in softmax_runs):g}% of the filters",
+        f"reached {uni['top1']:.2f}% at {uni['flops_reduction']:.1f}%, the same as FTWT at $r = 0.8$ ({e3['top1']:.2f}% at {e3['flops_reduction']:.1f}%)",
+        f"(within {within(max(abs(j['top1'] - d['top1']) for j, d in joint))} points of top-1 and "
+        f"{max(abs(j['flops_reduction'] - d['flops_reduction']) for j, d in joint):.1f} of reduction), at about "
+        f"{min(ratios):.1f}-{max(ratios):.1f} times the time per epoch",
+        f"our 10-epoch ResNet-20 run at $r = 0.8$ removes {e10['flops_reduction_paper']:.1f}% for {drop(e10):.2f} points"]
+    return {'README.md': readme, '90_reproduction_cifar10.ipynb': nb90}
+
+@pytest.mark.parametrize('where', ['README.md', '90_reproduction_cifar10.ipynb'])
+def test_prose_numbers_are_the_csv(where):
+    "Every run figure the prose states is what the CSV gives: a rerun that changes a number fails here until the prose follows."
+    text = flat((ROOT / 'README.md').read_text()) if where == 'README.md' else markdown_of(where)
+    missing = [f for f in prose_facts()[where] if f not in text]
+    assert not missing, f'{where} no longer says (from the CSV): {missing}'
+
+def test_realised_note_is_the_csv():
+    "The note hebbnb-estimate prints (and writes into the estimate JSONs) is the one computed from the results CSV."
+    from hebbnb.cli import REALISED_NOTE
+    note = realised_note(read_rows(ROOT / 'results' / 'cifar10_resnet20.csv'))
+    assert note == REALISED_NOTE
+    for how in ('forward', 'dense', 'target50'):
+        assert json.load(open(ROOT / f'results/cifar10_resnet20_estimate_{how}.json'))['note'] == note
+
+def test_every_result_file_has_its_producer():
+    "Every committed file under results/ is named by a command in reproduce/ that writes it."
+    scripts = ''.join(p.read_text() for p in (ROOT / 'reproduce').iterdir() if p.suffix in ('.sh', '.py'))
+    scripts = scripts.replace('_estimate_$est.json', '_estimate_forward.json cifar10_resnet20_estimate_dense.json')   # the stage's loop
+    scripts = scripts.replace('_saving_split.csv (one row per checkpoint) and ..._layers.csv', '_saving_split_layers.csv')
+    missing = [f.name for f in sorted((ROOT / 'results').iterdir()) if f.name not in scripts]
+    assert not missing, f'no command in reproduce/ writes {missing}'
