@@ -1,4 +1,4 @@
-"""Result rows read from the committed CSVs, named, rendered as markdown tables and drawn: one renderer for the README, `reproduce/` and the notebooks.
+"""Result rows from the committed CSVs, named, tabulated and drawn, for the README, `reproduce/` and the notebooks.
 
 Docs: https://hebbnb.github.io/hebbnb/results.html.md"""
 
@@ -33,7 +33,7 @@ def read_rows(path,  # a results CSV (str or Path), or an open text stream such 
 def run_label(row: dict,           # a typed row of a results CSV (`read_rows`)
               epochs: bool = False,  # append the row's epochs, for tables without an epochs column
              ) -> str:
-    "A run's name in tables and plots: 'FTWT decoupled, r = 0.8, no softmax', 'uniform labels, keep 0.64', 'hebbnb, softmax, mlr 0.1'."
+    "A run's name in tables and plots: 'FTWT decoupled, r = 0.8, no softmax', 'uniform labels, keep 0.64', ..."
     if 'code' in row: name = f"{row['code']}, {'softmax' if row['softmax'] else 'no softmax'}, mlr {row['mlr']:g}"
     elif row['method'] == 'baseline': name = 'baseline'
     elif row['method'] == 'uniform': name = f"uniform labels, keep {row['keep']:g}"
@@ -57,8 +57,9 @@ def markdown_table(rows: list[dict],   # typed rows (`read_rows`)
     return '\n'.join(lines)
 
 # %% ../nbs/08a_results.ipynb #c016
+# legend entry: (marker, colour)
 KINDS = {'baseline': ('*', 'k'), 'FTWT decoupled': ('o', 'tab:blue'), 'FTWT joint': ('s', 'tab:orange'),
-         'uniform labels': ('^', 'tab:red'), 'FTWT decoupled, no softmax': ('D', 'tab:green')}  # legend entry: (marker, colour)
+         'uniform labels': ('^', 'tab:red'), 'FTWT decoupled, no softmax': ('D', 'tab:green')}
 
 def run_kind(row: dict) -> str:  # a typed row of results/cifar10_resnet20.csv
     "The legend entry of a run: method and mode, and whether its heads drop the softmax."
@@ -76,11 +77,11 @@ def plot_accuracy_vs_flops(rows: list[dict],  # typed rows of results/cifar10_re
     fig, ax = plt.subplots(figsize=(6.2, 4))
     for kind, (marker, colour) in KINDS.items():
         pts = [r for r in rows if run_kind(r) == kind]
-        if pts: ax.scatter([r[x] for r in pts], [r['top1'] for r in pts], marker=marker, s=70 if kind == 'baseline' else 40,
-                           color=colour, label=kind, zorder=3)
-        for r in pts:
-            if kind != 'baseline': ax.annotate(f"r={r['r']:g}, {r['epochs']}ep" if r['r'] is not None else f"keep {r['keep']:g}",
-                                               (r[x], r['top1']), textcoords='offset points', xytext=(4, 4), fontsize=7)
+        if pts: ax.scatter([r[x] for r in pts], [r['top1'] for r in pts], marker=marker,
+                           s=70 if kind == 'baseline' else 40, color=colour, label=kind, zorder=3)
+        for r in pts if kind != 'baseline' else []:
+            text = f"r={r['r']:g}, {r['epochs']}ep" if r['r'] is not None else f"keep {r['keep']:g}"
+            ax.annotate(text, (r[x], r['top1']), textcoords='offset points', xytext=(4, 4), fontsize=7)
     base = next(r for r in rows if r['method'] == 'baseline')
     ax.axhline(base['top1'] - 1, color='gray', ls=':', lw=1, label='baseline - 1 point')
     ax.set(xlabel=f"FLOPs reduction, {'paper convention' if paper else 'exact'} (%)", ylabel='top-1 (%)', title=title)
@@ -89,7 +90,7 @@ def plot_accuracy_vs_flops(rows: list[dict],  # typed rows of results/cifar10_re
 
 # %% ../nbs/08a_results.ipynb #c020
 def estimate_gap(row: dict,          # a typed FTWT row of results/cifar10_resnet20.csv
-                 how: str = 'dense',  # the estimator: 'dense' (estimated_reduction_dense) or 'forward' (estimated_reduction)
+                 how: str = 'dense',  # 'dense' (column estimated_reduction_dense) or 'forward' (estimated_reduction)
                 ) -> float:
     "Points by which the before-training estimate of the row's r exceeds the reduction the run realised."
     return row['estimated_reduction_dense' if how == 'dense' else 'estimated_reduction'] - row['flops_reduction']
@@ -102,7 +103,9 @@ def realised_note(rows: list[dict],  # typed rows of results/cifar10_resnet20.cs
     soft = [estimate_gap(r) for r in dec if r['softmax']]
     raw = max(abs(estimate_gap(r)) for r in dec if not r['softmax'])
     eps = sorted({r['epochs'] for r in dec if r['softmax']})
-    return ("note: trained heads can keep more filters than their labels: on CIFAR-10 ResNet-20, runs with the reference code's "
-            f"softmax heads (which learned static masks in {'-'.join(map(str, dict.fromkeys([eps[0], eps[-1]])))} epochs) realised "
-            f"{min(soft):.1f}-{max(soft):.1f} points (mean {sum(soft) / len(soft):.1f}) less than the dense estimate; heads without "
-            f"the softmax (hebbnb-train --no-softmax) came within {math.ceil(round(10 * raw, 6)) / 10:.1f} points of it ({source})")
+    eps = '-'.join(map(str, dict.fromkeys([eps[0], eps[-1]])))            # '3-10', or '3' for one schedule
+    bound = math.ceil(round(10 * raw, 6)) / 10                              # rounded up: "within" holds
+    return ("note: trained heads can keep more filters than their labels: on CIFAR-10 ResNet-20, runs with the "
+            f"reference code's softmax heads (which learned static masks in {eps} epochs) realised {min(soft):.1f}-"
+            f"{max(soft):.1f} points (mean {sum(soft) / len(soft):.1f}) less than the dense estimate; heads without "
+            f"the softmax (hebbnb-train --no-softmax) came within {bound:.1f} points of it ({source})")
