@@ -1,4 +1,4 @@
-"""CIFAR-10/100 as uint8 tensors augmented on the device, ImageNet through `ImageFolder`, a synthetic stand-in, the loaders of a run and batch-norm calibration.
+"""CIFAR-10/100 on the device, ImageNet via `ImageFolder`, synthetic images, a run's loaders, batch-norm calibration.
 
 Docs: https://hebbnb.github.io/hebbnb/data.html.md"""
 
@@ -325,7 +325,8 @@ def make_data(cfg: TrainConfig, # reads dataset, data, download, subset, test_su
     if cfg.dataset == 'imagenet':
         train, val = imagenet_loaders(cfg.data, cfg.batch_size, cfg.workers, distributed=rt.distributed)
         if train is None:
-            raise FileNotFoundError("no ImageNet training images found: need imagenet/train and imagenet/val under --data")
+            raise FileNotFoundError("no ImageNet training images found: "
+                                    "need imagenet/train and imagenet/val under --data")
         return _one_batch_at_least(train, len(train.sampler), cfg), val, 1000
     (xtr, ytr), (xte, yte), nc, stats = _image_tensors(cfg)
     if cfg.subset: idx = balanced_subset(ytr, cfg.subset, cfg.seed); xtr, ytr = xtr[idx], ytr[idx]

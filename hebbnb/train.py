@@ -137,7 +137,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 
 # %% ../nbs/08_train.ipynb #c014
 from .data import synthetic_images, make_data, plain_batches
-_all_ = ['synthetic_images', 'make_data', 'plain_batches']   # still importable from here: `from hebbnb.train import make_data`
+_all_ = ['synthetic_images', 'make_data', 'plain_batches']   # `from hebbnb.train import make_data` keeps working
 
 # %% ../nbs/08_train.ipynb #c017
 CKPT_FORMAT = 'hebbnb-checkpoint-v1'

@@ -1,5 +1,5 @@
-"""Tests for hebbnb.data: synthetic layouts, batching, augmentation, DDP shards, the run loaders, lesson images, batch-norm
-calibration, and (with HEBBNB_DATA) the real archives."""
+"""Tests for hebbnb.data: synthetic layouts, batching, augmentation, DDP shards, the run loaders, lesson images,
+batch-norm calibration, and (with HEBBNB_DATA) the real archives."""
 import os, tarfile
 from pathlib import Path
 import numpy as np, pytest, torch
@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from hebbnb.data import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, data_root, cache_dir, load_cifar,
-                         balanced_subset, crop_flip, epoch_order, CifarBatches, show_batch, imagenet_sample, imagenet_loaders,
-                         cifar_images, synthetic_images, make_data, plain_batches, calibrate_bn)
-from hebbnb.train import TrainConfig, Runtime, tiny_config
+                         balanced_subset, crop_flip, epoch_order, CifarBatches, show_batch, imagenet_sample,
+                         imagenet_loaders, cifar_images, synthetic_images, make_data, plain_batches, calibrate_bn)
+from hebbnb.train import Runtime, tiny_config
 
 REAL = data_root(os.environ['HEBBNB_DATA']) if os.environ.get('HEBBNB_DATA') else None
 needs_data = pytest.mark.skipif(REAL is None or not REAL.is_dir(), reason='HEBBNB_DATA not set')
