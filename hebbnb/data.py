@@ -1,4 +1,4 @@
-"""CIFAR-10/100 as uint8 tensors augmented on the device, and ImageNet through `ImageFolder` loaders.
+"""CIFAR-10/100 on the device, ImageNet via `ImageFolder`, synthetic images, a run's loaders, batch-norm calibration.
 
 Docs: https://hebbnb.github.io/hebbnb/data.html.md"""
 
@@ -8,20 +8,23 @@ Docs: https://hebbnb.github.io/hebbnb/data.html.md"""
 from __future__ import annotations
 import os, io, re, sys, math, hashlib, tarfile, tempfile, shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import nn, Tensor
 from PIL import Image
 from tqdm.auto import tqdm
 from torchvision import datasets, transforms
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
+if TYPE_CHECKING: from hebbnb.train import TrainConfig, Runtime   # types only: hebbnb.train imports this module
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'data_root', 'cache_dir', 'interactive', 'load_cifar',
-           'balanced_subset', 'crop_flip', 'epoch_order', 'CifarBatches', 'show_batch', 'imagenet_sample',
-           'ShardSampler', 'imagenet_loaders']
+           'cifar_images', 'balanced_subset', 'crop_flip', 'epoch_order', 'CifarBatches', 'show_batch',
+           'synthetic_images', 'imagenet_sample', 'ShardSampler', 'imagenet_loaders', 'make_data', 'plain_batches',
+           'calibrate_bn']
 
 # %% ../nbs/07_data.ipynb #c006
 # as in FTWT's cifar.py, for both CIFAR-10 and CIFAR-100 (RGB, on the 0..1 scale)
@@ -135,6 +138,17 @@ def load_cifar(dataset: str='cifar10', # 'cifar10' or 'cifar100'
     torch.save(d, tmp); tmp.replace(fn)
     return d
 
+# %% ../nbs/07_data.ipynb #dl02
+def cifar_images(n: int,                   # images
+                 split: str = 'test',      # 'train' or 'test'
+                 data: str | None = None,  # data root (default $HEBBNB_DATA)
+                 offset: int = 0,          # first image
+                 dataset: str = 'cifar10', # 'cifar10' or 'cifar100'
+                ) -> Tensor:               # (n, 3, 32, 32) normalised
+    "The first `n` CIFAR images of a split, normalised as for training."
+    x = load_cifar(dataset, data, download=False)[split][0][offset:offset + n].float() / 255   # (n, 3, 32, 32)
+    return (x - torch.tensor(CIFAR_MEAN[dataset])[:, None, None]) / torch.tensor(CIFAR_STD[dataset])[:, None, None]
+
 # %% ../nbs/07_data.ipynb #c022
 def balanced_subset(y: Tensor, # labels (N,)
                     n: int, # subset size
@@ -223,6 +237,19 @@ def show_batch(xb: Tensor, # normalised images (B, 3, H, W)
     fig.tight_layout(); plt.close(fig)   # shown once, as the cell's value
     return fig
 
+# %% ../nbs/07_data.ipynb #dl05
+def synthetic_images(n: int = 512,        # images
+                     classes: int = 10,   # classes
+                     seed: int = 0,       # generator seed
+                    ) -> tuple[Tensor, Tensor]:  # uint8 (n, 3, 32, 32), int64 (n,)
+    "A tiny learnable image set: each class is a fixed colour gradient, each image adds noise."
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.3, 1, 32)[None, None, :, None]          # (1, 1, 32, 1) brightness down the rows
+    protos = torch.rand(classes, 3, 1, 1, generator=g) * ramp      # (classes, 3, 32, 1)
+    y = torch.arange(n) % classes
+    x = protos[y] + 0.25 * torch.rand(n, 3, 32, 32, generator=g)    # (n, 3, 32, 32)
+    return (x.clamp(0, 1) * 255).to(torch.uint8), y
+
 # %% ../nbs/07_data.ipynb #c040
 def imagenet_sample(data: str|Path|None=None, # data root, see `data_root`
                    ) -> Path: # folder holding val/<wnid>/*.JPEG
@@ -270,3 +297,69 @@ def imagenet_loaders(data: str|Path|None=None, # data root, see `data_root`
         return DataLoader(ds, batch_size, shuffle=train and sampler is None, sampler=sampler, num_workers=workers,
                           pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=workers > 0)
     return (loader(train_dir, True) if train_dir is not None else None), loader(val_dir, False)
+
+# %% ../nbs/07_data.ipynb #dl08
+def _image_tensors(cfg: TrainConfig, # reads dataset, data, download, seed
+                  ) -> tuple: # ((x_train, y_train), (x_test, y_test), classes, CifarBatches normalisation kwargs)
+    "uint8 images and labels of CIFAR or the synthetic set, the number of classes and the normalisation."
+    if cfg.dataset == 'synthetic':   # normalised with CifarBatches' defaults (CIFAR-10's constants)
+        return synthetic_images(512, seed=cfg.seed), synthetic_images(256, seed=cfg.seed + 1), 10, {}
+    d = load_cifar(cfg.dataset, cfg.data, cfg.download)
+    return d['train'], d['test'], len(d['classes']), dict(mean=CIFAR_MEAN[cfg.dataset], std=CIFAR_STD[cfg.dataset])
+
+def _one_batch_at_least(train,             # training batches (CifarBatches or DataLoader)
+                        n: int,            # training images per process
+                        cfg: TrainConfig,  # reads batch_size
+                       ):
+    "`train`, or a one-line error when its `n` images per process make no full batch (training drops incomplete ones)."
+    if len(train) == 0:
+        raise ValueError(f"{n} training images per process make no full batch of {cfg.batch_size}: "
+                         "lower the batch size or raise the subset")
+    return train
+
+# %% ../nbs/07_data.ipynb #dl09
+def make_data(cfg: TrainConfig, # reads dataset, data, download, subset, test_subset, seed, batch_size, workers
+              rt: Runtime,      # device, rank and world size of this process
+             ) -> tuple:        # (training batches, evaluation batches, number of classes)
+    "Training batches, evaluation batches and the number of classes for `cfg.dataset`."
+    if cfg.dataset == 'imagenet':
+        train, val = imagenet_loaders(cfg.data, cfg.batch_size, cfg.workers, distributed=rt.distributed)
+        if train is None:
+            raise FileNotFoundError("no ImageNet training images found: "
+                                    "need imagenet/train and imagenet/val under --data")
+        return _one_batch_at_least(train, len(train.sampler), cfg), val, 1000
+    (xtr, ytr), (xte, yte), nc, stats = _image_tensors(cfg)
+    if cfg.subset: idx = balanced_subset(ytr, cfg.subset, cfg.seed); xtr, ytr = xtr[idx], ytr[idx]
+    if cfg.test_subset: idx = balanced_subset(yte, cfg.test_subset, cfg.seed); xte, yte = xte[idx], yte[idx]
+    kw = dict(device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size, **stats)
+    train = CifarBatches(xtr, ytr, cfg.batch_size, True, **kw)
+    return _one_batch_at_least(train, train.n, cfg), CifarBatches(xte, yte, 2 * cfg.batch_size, False, **kw), nc
+
+def plain_batches(cfg: TrainConfig,      # reads dataset, data, download, seed, batch_size, workers
+                  rt: Runtime,           # reads device
+                  split: str = 'train',  # 'train' or 'test'
+                 ):                      # CifarBatches, or ImageNet's validation DataLoader
+    "Un-augmented, unshuffled batches of a split ('train' or 'test'); ImageNet gives its validation loader."
+    if cfg.dataset == 'imagenet': return imagenet_loaders(cfg.data, cfg.batch_size, cfg.workers)[1]
+    train, test, _, stats = _image_tensors(cfg)
+    x, y = train if split == 'train' else test
+    return CifarBatches(x, y, cfg.batch_size, False, device=rt.device, **stats)
+
+# %% ../nbs/07_data.ipynb #dl12
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, # network whose batch norms take the statistics of `batches`
+                 batches,          # images (B, 3, H, W), or an iterable of them or of (images, labels) pairs
+                ) -> nn.Module:    # `model`, with its modes and momenta as they were
+    "Set every batch norm's running statistics to their average over `batches`, forwarded in train mode."
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    modes, momenta, seen = [(m, m.training) for m in model.modules()], [m.momentum for m in bns], 0
+    for m in bns: m.reset_running_stats(); m.momentum = None     # None: cumulative average over the batches
+    try:
+        model.train()
+        for b in [batches] if isinstance(batches, Tensor) else batches:
+            model(b[0] if isinstance(b, (tuple, list)) else b); seen += 1
+    finally:
+        for m, p in zip(bns, momenta): m.momentum = p
+        for m, t in modes: m.training = t
+    if not seen: raise ValueError("calibrate_bn: no batches given")
+    return model

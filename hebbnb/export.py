@@ -248,9 +248,12 @@ def export_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/11_export.ipynb #c032
-def _calibration(cfg, rt, n: int | None) -> list[Tensor]:
-    "The first `n` (default all) un-augmented training images, in batches."
-    from hebbnb.train import plain_batches
+def _calibration(cfg,             # the checkpoint's TrainConfig: dataset, data, batch_size
+                 rt,              # Runtime: the device the batches are built on
+                 n: int | None,   # images to take; None: the whole training split
+                ) -> list[Tensor]:  # batches (B, 3, H, W) that decide which filters the export keeps
+    "The first `n` (default all) un-augmented training images, in batches (not a batch-norm calibration)."
+    from hebbnb.data import plain_batches
     out, seen = [], 0
     for x, _ in plain_batches(cfg, rt, 'train'):
         if n is not None and seen >= n: break
@@ -266,7 +269,8 @@ def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` argum
                       command: str | None = None,  # the command line, recorded in export.json
                      ) -> dict:
     "Run `hebbnb-export` with parsed arguments; return the report written to export.json."
-    from hebbnb.train import model_from_checkpoint, setup_runtime, make_data, plain_batches
+    from hebbnb.train import model_from_checkpoint, setup_runtime
+    from hebbnb.data import make_data, plain_batches
     from hebbnb.cli import reading_config
     for k in ('calib_images', 'test_subset', 'max_batches', 'batch_size', 'threads'):
         if getattr(a, k) is not None and getattr(a, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")

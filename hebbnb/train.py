@@ -22,10 +22,9 @@ from torch.torch_version import TorchVersion
 
 # %% auto #0
 __all__ = ['DATASETS', 'CKPT_FORMAT', 'LOG_FIELDS', 'RUNTIME_FIELDS', 'TrainConfig', 'check_config', 'tiny_config', 'Runtime',
-           'setup_runtime', 'synthetic_images', 'make_data', 'plain_batches', 'save_atomic', 'load_checkpoint',
-           'build_model', 'freeze_backbone', 'model_from_checkpoint', 'make_optimizers', 'mask_weight', 'head_quality',
-           'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'train_epoch', 'resumed_config',
-           'fit']
+           'setup_runtime', 'save_atomic', 'load_checkpoint', 'build_model', 'freeze_backbone', 'model_from_checkpoint',
+           'make_optimizers', 'mask_weight', 'head_quality', 'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted',
+           'StopFlag', 'train_epoch', 'resumed_config', 'fit', 'synthetic_images', 'make_data', 'plain_batches']
 
 # %% ../nbs/08_train.ipynb #c006
 @dataclass
@@ -137,50 +136,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     return Runtime(device, rank, world)
 
 # %% ../nbs/08_train.ipynb #c014
-def synthetic_images(n: int = 512,        # images
-                     classes: int = 10,   # classes
-                     seed: int = 0,       # generator seed
-                    ) -> tuple[Tensor, Tensor]:  # uint8 (n, 3, 32, 32), int64 (n,)
-    "A tiny learnable image set: each class is a fixed colour gradient, each image adds noise."
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand(classes, 3, 1, 1, generator=g) * torch.linspace(0.3, 1, 32)[None, None, :, None]  # (classes, 3, 32, 1)
-    y = torch.arange(n) % classes
-    x = protos[y] + 0.25 * torch.rand(n, 3, 32, 32, generator=g)
-    return (x.clamp(0, 1) * 255).to(torch.uint8), y
-
-def _image_tensors(cfg: TrainConfig) -> tuple:
-    "((x_train, y_train), (x_test, y_test), classes, normalisation) for CIFAR or the synthetic set."
-    from hebbnb.data import load_cifar, balanced_subset, CIFAR_MEAN, CIFAR_STD
-    if cfg.dataset == 'synthetic': return synthetic_images(512, seed=cfg.seed), synthetic_images(256, seed=cfg.seed + 1), 10, {}
-    d = load_cifar(cfg.dataset, cfg.data, cfg.download)
-    return d['train'], d['test'], len(d['classes']), dict(mean=CIFAR_MEAN[cfg.dataset], std=CIFAR_STD[cfg.dataset])
-
-def make_data(cfg: TrainConfig, rt: Runtime) -> tuple:
-    "Training batches, evaluation batches and the number of classes for `cfg.dataset`."
-    from hebbnb.data import balanced_subset, CifarBatches, imagenet_loaders
-    if cfg.dataset == 'imagenet':
-        train, val = imagenet_loaders(cfg.data, cfg.batch_size, cfg.workers, distributed=rt.distributed)
-        if train is None: raise FileNotFoundError("no ImageNet training images found: need imagenet/train and imagenet/val under --data")
-        return _one_batch_at_least(train, len(train.sampler), cfg), val, 1000
-    (xtr, ytr), (xte, yte), nc, stats = _image_tensors(cfg)
-    if cfg.subset: idx = balanced_subset(ytr, cfg.subset, cfg.seed); xtr, ytr = xtr[idx], ytr[idx]
-    if cfg.test_subset: idx = balanced_subset(yte, cfg.test_subset, cfg.seed); xte, yte = xte[idx], yte[idx]
-    kw = dict(device=rt.device, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size, **stats)
-    train = CifarBatches(xtr, ytr, cfg.batch_size, True, **kw)
-    return _one_batch_at_least(train, train.n, cfg), CifarBatches(xte, yte, 2 * cfg.batch_size, False, **kw), nc
-
-def _one_batch_at_least(train, n: int, cfg: TrainConfig):
-    "`train`, or a one-line error when its `n` images per process make no full batch (training drops incomplete ones)."
-    if len(train) == 0: raise ValueError(f"{n} training images per process make no full batch of {cfg.batch_size}: lower the batch size or raise the subset")
-    return train
-
-def plain_batches(cfg: TrainConfig, rt: Runtime, split: str = 'train'):
-    "Un-augmented, unshuffled batches of a split ('train' or 'test'); ImageNet gives its validation loader."
-    from hebbnb.data import CifarBatches, imagenet_loaders
-    if cfg.dataset == 'imagenet': return imagenet_loaders(cfg.data, cfg.batch_size, cfg.workers)[1]
-    train, test, _, stats = _image_tensors(cfg)
-    x, y = train if split == 'train' else test
-    return CifarBatches(x, y, cfg.batch_size, False, device=rt.device, **stats)
+from .data import synthetic_images, make_data, plain_batches
+_all_ = ['synthetic_images', 'make_data', 'plain_batches']   # `from hebbnb.train import make_data` keeps working
 
 # %% ../nbs/08_train.ipynb #c017
 CKPT_FORMAT = 'hebbnb-checkpoint-v1'

@@ -1,11 +1,15 @@
-"Tests for hebbnb.data: synthetic layouts, batching, augmentation, DDP shards, and (with HEBBNB_DATA) the real archives."
+"""Tests for hebbnb.data: synthetic layouts, batching, augmentation, DDP shards, the run loaders, lesson images,
+batch-norm calibration, and (with HEBBNB_DATA) the real archives."""
 import os, tarfile
 from pathlib import Path
 import numpy as np, pytest, torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from hebbnb.data import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, data_root, cache_dir, load_cifar,
-                         balanced_subset, crop_flip, epoch_order, CifarBatches, show_batch, imagenet_sample, imagenet_loaders)
+                         balanced_subset, crop_flip, epoch_order, CifarBatches, show_batch, imagenet_sample,
+                         imagenet_loaders, cifar_images, synthetic_images, make_data, plain_batches, calibrate_bn)
+from hebbnb.train import Runtime, tiny_config
 
 REAL = data_root(os.environ['HEBBNB_DATA']) if os.environ.get('HEBBNB_DATA') else None
 needs_data = pytest.mark.skipif(REAL is None or not REAL.is_dir(), reason='HEBBNB_DATA not set')
@@ -180,6 +184,122 @@ def test_show_batch_returns_figure():
     fig = show_batch(xb, yb, [f'c{i}' for i in range(10)], ncols=4)
     assert len(fig.axes) == 8 and fig.axes[3].get_title() == 'c3'
 
+# --- lesson images
+
+def normalised(x, dataset='cifar10'):
+    "uint8 (N, 3, H, W) -> float, normalised with `dataset`'s constants"
+    m, s = torch.tensor(CIFAR_MEAN[dataset])[:, None, None], torch.tensor(CIFAR_STD[dataset])[:, None, None]
+    return (x.float() / 255 - m) / s
+
+def test_cifar_images(tmp_path, cache):
+    write_tree(tmp_path)                                        # train and test: ant/0-2, ant/x, cat/0-2, cat/x
+    d = load_cifar(data=tmp_path, download=False)
+    x = cifar_images(3, 'train', tmp_path, offset=4)            # cat/0, cat/1, cat/2
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32
+    torch.testing.assert_close(x, normalised(d['train'][0][4:7]))
+    assert torch.equal(x[:, 0, 5, 7], normalised(torch.tensor([0, 1, 2], dtype=torch.uint8)[:, None, None, None]
+                                                 .expand(3, 3, 32, 32))[:, 0, 5, 7])
+    assert torch.equal(cifar_images(8, data=tmp_path), normalised(d['test'][0]))          # default split: test
+    assert len(cifar_images(100, data=tmp_path)) == 8                                     # at most the split
+    with pytest.raises(FileNotFoundError, match='download=False'): cifar_images(1, data=tmp_path/'nothing')
+
+def test_cifar_images_cifar100(tmp_path, cache):
+    write_tree(tmp_path/'tree')
+    with tarfile.open(tmp_path/'cifar100-jpeg.tar.gz', 'w:gz') as tf: tf.add(tmp_path/'tree'/'cifar10', 'cifar100')
+    x = cifar_images(2, 'train', tmp_path, dataset='cifar100')
+    torch.testing.assert_close(x, normalised(load_cifar('cifar100', tmp_path, False)['train'][0][:2], 'cifar100'))
+
+# --- synthetic data and the loaders of a run
+
+CPU = Runtime(torch.device('cpu'))
+
+def test_synthetic_images():
+    x, y = synthetic_images(30, classes=3, seed=2)
+    assert x.shape == (30, 3, 32, 32) and x.dtype == torch.uint8 and y.tolist() == [0, 1, 2] * 10
+    assert torch.equal(x, synthetic_images(30, classes=3, seed=2)[0])
+    assert not torch.equal(x, synthetic_images(30, classes=3, seed=3)[0])
+    per_class = torch.stack([x[y == c].float().mean(0) for c in range(3)])   # (3, 3, 32, 32) the classes' patterns
+    assert per_class.mean(2).std(-1).max() < 3                                  # columns alike but for noise
+    assert (per_class[:, :, -1] - per_class[:, :, 0]).mean() > 20              # brighter at the bottom
+
+def test_make_data_synthetic():
+    train, test, nc = make_data(tiny_config(), CPU)
+    assert (len(train), len(test), nc) == (512 // 32, 256 // 64, 10)
+    assert torch.equal(torch.cat([y for _, y in test]), synthetic_images(256, seed=1)[1])   # test images: seed + 1
+    xb, _ = next(iter(train))
+    assert xb.shape == (32, 3, 32, 32) and xb.is_contiguous(memory_format=torch.channels_last)
+    a, b = make_data(tiny_config(seed=3), CPU)[0], make_data(tiny_config(seed=3), CPU)[0]
+    assert torch.equal(next(iter(a))[0], next(iter(b))[0])                                 # repeatable per seed
+    assert not torch.equal(next(iter(make_data(tiny_config(seed=4), CPU)[0]))[0], next(iter(b))[0])
+
+def test_make_data_subsets_and_shards():
+    train, test, _ = make_data(tiny_config(subset=100, test_subset=50, batch_size=10), CPU)
+    assert torch.cat([y for _, y in train]).bincount().tolist() == [10] * 10
+    assert torch.cat([y for _, y in test]).bincount().tolist() == [5] * 10
+    shards = [make_data(tiny_config(batch_size=8), Runtime(torch.device('cpu'), r, 3))[0] for r in range(3)]
+    assert [len(s) for s in shards] == [512 // 3 // 8] * 3
+
+def test_make_data_no_full_batch():
+    with pytest.raises(ValueError, match='20 training images per process make no full batch of 32'):
+        make_data(tiny_config(subset=20), CPU)
+
+def test_plain_batches_in_order_unaugmented():
+    cfg = tiny_config(batch_size=100)
+    for split, seed in (('train', 0), ('test', 1)):
+        x, y = synthetic_images(512 if split == 'train' else 256, seed=seed)
+        xs, ys = zip(*plain_batches(cfg, CPU, split))
+        assert [len(b) for b in ys][-1] == len(y) % 100                   # keeps the last, partial batch
+        torch.testing.assert_close(torch.cat(xs), normalised(x).contiguous(memory_format=torch.channels_last))
+        assert torch.equal(torch.cat(ys), y)
+
+def test_loaders_moved_from_train():
+    import hebbnb.train
+    for name in ('synthetic_images', 'make_data', 'plain_batches'):
+        assert getattr(hebbnb.train, name) is globals()[name] and name in hebbnb.train.__all__
+
+# --- batch-norm calibration
+
+def recipe(model, x):
+    "Batch-norm calibration as it was written in sparse.random_gated and notebook 06 before calibrate_bn"
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d): m.reset_running_stats(); m.momentum = None
+    with torch.no_grad(): model.train()(x)
+    return model
+
+def test_calibrate_bn_matches_the_recipes():
+    from hebbnb.models import create
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0); a = recipe(create('resnet20'), x)
+    torch.manual_seed(0); b = create('resnet20'); b.layer1.eval()
+    b.layer1[0].bn1.running_mean += 5                                       # stale statistics are reset
+    calibrate_bn(b, x)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)   # bit for bit
+    assert b.training and not b.layer1.training and b.layer1[0].training is False     # each module's mode kept
+    assert all(m.momentum == 0.1 for m in b.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(p.grad is None for p in b.parameters())
+
+def test_calibrate_bn_matches_random_gated():
+    from hebbnb.models import create
+    from hebbnb.gating import gate, set_mask_source
+    from hebbnb.sparse import random_gated
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ref = random_gated('resnet20', keep=0.5, x=x, seed=0)
+    torch.manual_seed(0); m = calibrate_bn(set_mask_source(gate(create('resnet20')), 'none'), x)
+    bufs = lambda net: {k: v for k, v in net.state_dict().items() if 'running' in k or 'num_batches' in k}
+    assert all(torch.equal(v, bufs(m)[k]) for k, v in bufs(ref).items()) and len(bufs(ref)) > 0
+
+def test_calibrate_bn_batches():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    x = torch.randn(12, 3, 8, 8) * 2 + 1
+    with torch.no_grad(): z = net[0](x)                                     # (12, 4, 6, 6)
+    calibrate_bn(net, iter([(x[:6], torch.zeros(6)), (x[6:], torch.zeros(6))]))   # (images, labels) pairs, a generator
+    torch.testing.assert_close(net[1].running_mean, z.mean((0, 2, 3)))
+    torch.testing.assert_close(net[1].running_var, (z[:6].var((0, 2, 3)) + z[6:].var((0, 2, 3))) / 2)
+    assert int(net[1].num_batches_tracked) == 2
+    with pytest.raises(ValueError, match='no batches'): calibrate_bn(net, [])
+    assert net[1].momentum == 0.1 and net.training
+
 # --- real data (HEBBNB_DATA)
 
 @needs_data
@@ -203,3 +323,11 @@ def test_real_imagenet_sample():
     xb, yb = next(iter(val))
     assert xb.shape == (4, 3, 224, 224) and yb.tolist() == [0, 1, 2, 3]
     assert val.dataset.samples[2][0].startswith(str(root/'val'/wnids[2]))
+
+@needs_data
+def test_real_cifar_images():
+    d = load_cifar(data=REAL, download=False)
+    x = cifar_images(5, 'train', REAL, offset=10)
+    xb = next(iter(CifarBatches(d['train'][0][10:15], d['train'][1][10:15], 5, train=False, channels_last=False)))[0]
+    torch.testing.assert_close(x, xb)                                      # as the evaluation batches normalise
+    assert cifar_images(2, data=REAL).shape == (2, 3, 32, 32)
