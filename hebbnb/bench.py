@@ -157,7 +157,8 @@ def profile_layers(net: SparseNet,   # executor
         dense = lambda: F.conv2d(xd, L.W, L.b, L.stride, L.pad, 1, L.co if L.dw else 1)
         rows.append(dict(layer=f'{L.ci}->{L.co}', hw=v.shape[2], k_in=v.shape[1], k_out=kp, kept=k,
                          total=tmin(lambda: sparse_conv(L, v, idx, res), reps),
-                         head=tmin(lambda: _keep(L, _head(L, v, idx)), reps), conv=tmin(conv, reps), dense=tmin(dense, reps)))
+                         head=tmin(lambda: _keep(L, _head(L, v, idx)), reps),
+                         conv=tmin(conv, reps), dense=tmin(dense, reps)))
     return rows
 
 # %% ../nbs/10a_bench.ipynb #c058
@@ -313,6 +314,7 @@ def plot_table(rows: list[dict]):
 
 # %% ../nbs/10a_bench.ipynb #c076
 def bench_parser() -> argparse.ArgumentParser:
+    "The command line of `hebbnb-bench`."
     p = argparse.ArgumentParser(prog='hebbnb-bench', description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.')
     p.add_argument('--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)')
     p.add_argument('--arch', default='resnet20', help='architecture of the random-weight model (ignored with --ckpt)')

@@ -264,7 +264,8 @@ def compile_steps(model: nn.Module,   # gated model (eval mode)
         elif isinstance(m, GatedBasicBlock):
             steps.append(BlockStep(conv(m.conv1), conv(m.conv2), _shortcut(m.downsample, conv), m.label_at == 'post'))
         elif isinstance(m, InvertedResidual):
-            steps.append(InvResStep([conv(g) for g in m.conv], None if m.shortcut is None else conv(m.shortcut), m.residual))
+            sc = None if m.shortcut is None else conv(m.shortcut)
+            steps.append(InvResStep([conv(g) for g in m.conv], sc, m.residual))
         elif type(m) is nn.Sequential:
             for c in m: walk(c)
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.ReLU)): steps.append(PoolStep(m))
