@@ -317,7 +317,7 @@ def _dense_twin(model: nn.Module, n_in: int) -> ExportedNet:
 
 @torch.no_grad()
 def _throughput(f, xs: Tensor, batch: int, reps: int) -> float:  # ms per image at batch `batch`
-    from hebbnb.sparse import tmin
+    from hebbnb.bench import tmin
     xb = xs.repeat((batch + len(xs) - 1) // len(xs), 1, 1, 1)[:batch].contiguous()
     return tmin(lambda: f(xb), reps) / batch
 
@@ -337,7 +337,8 @@ def time_variants(model: nn.Module,        # trained gated model
                   repeats: int = 3,        # batch 1: passes (each image's fastest kept); batch `batch`: timed calls
                  ) -> list[dict]:          # rows with SPEED_COLUMNS
     "Batch-1 latency and batch-`batch` throughput of the dense, gated, executor and exported forms of one model."
-    from hebbnb.sparse import to_sparse, latency, cpu_name
+    from hebbnb.sparse import to_sparse
+    from hebbnb.bench import latency, cpu_name
     set_mask_source(model, 'predicted').eval()
     with torch.no_grad(): ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)]).mean().item()
     dense = _dense_twin(model, xs.shape[1])

@@ -6,20 +6,18 @@ Docs: https://hebbnb.github.io/hebbnb/sparse.html.md"""
 
 # %% ../nbs/10_sparse.ipynb #c003
 from __future__ import annotations
-import argparse, csv, json, os, platform, sys, time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from .gating import GatedConv, GatedBasicBlock, gate, gated_layers, set_mask_source
 from .models import ZeroPadShortcut, InvertedResidual, create, input_size
-from .flops import static_macs, dynamic_macs
 
 # %% auto #0
-__all__ = ['CL', 'NCHW', 'BENCH_COLUMNS', 'random_gated', 'fold_bn', 'SparseConv', 'sparse_conv', 'compile_steps', 'run_steps',
-           'layers_of', 'SparseNet', 'to_sparse', 'check_exact', 'cifar_images', 'static_steps', 'run_static', 'tmin',
-           'latency', 'executed_macs', 'profile_layers', 'tune_layers', 'dense_macs_of', 'union_share', 'cpu_name',
-           'bench', 'plot_speedup', 'merge_rows', 'read_rows', 'plot_table', 'bench_parser', 'other_load', 'bench_main']
+__all__ = ['CL', 'NCHW', 'LayerRunner', 'random_gated', 'fold_bn', 'SparseConv', 'sparse_conv', 'Step', 'ConvStep', 'PoolStep',
+           'LinearStep', 'PadShortcut', 'BlockStep', 'InvResStep', 'compile_steps', 'run_steps', 'layers_of',
+           'SparseNet', 'to_sparse', 'check_exact', 'cifar_images', 'executed_macs', 'dense_macs_of', 'union_share']
 
 # %% ../nbs/10_sparse.ipynb #c006
 @torch.no_grad()
@@ -161,83 +159,138 @@ def sparse_conv(L: SparseConv,                 # compiled layer
     return y, io
 
 # %% ../nbs/10_sparse.ipynb #c025
-def _block(st, v, idx):
-    _, L1, L2, sc, post = st
-    h, hi = sparse_conv(L1, v, idx)
-    if sc is None: s = _dense(v, idx, L2.co)                               # identity (v is ours: add in place)
-    elif type(sc) is tuple:                                                # ZeroPadShortcut: pool, append zeros
-        planes, stride = sc
-        pv = F.avg_pool2d(v, stride) if stride > 1 else v
-        s = pv.new_zeros(pv.shape[0], planes, *pv.shape[2:])
+LayerRunner = Callable[..., tuple[Tensor, Tensor | None]]  # `sparse_conv`'s signature: (L, v, idx, res=None) -> (y, io)
+
+class Step:
+    "One executor step: `run` maps a compact input `(v, idx)` to a compact output; `layers` lists its compiled layers."
+    def layers(self) -> list[SparseConv]: return []
+    def run(self, v: Tensor,                      # (B, k_in, H, W) active channels
+            idx: Tensor | None,                   # (k_in,) their indices; None: all, in order
+            run_layer: LayerRunner = sparse_conv, # runs one compiled layer (a profiler passes a wrapper)
+           ) -> tuple[Tensor, Tensor | None]:     # compact output and its indices
+        raise NotImplementedError
+
+@dataclass
+class ConvStep(Step):
+    "A gated conv outside any block."
+    conv: SparseConv
+    def layers(self): return [self.conv]
+    def run(self, v, idx, run_layer=sparse_conv): return run_layer(self.conv, v, idx)
+
+@dataclass
+class PoolStep(Step):
+    "A channel-wise pooling or ReLU, run in channels-last layout on the compact tensor."
+    pool: nn.Module
+    def run(self, v, idx, run_layer=sparse_conv): return self.pool(v.contiguous(memory_format=CL)), idx
+
+# %% ../nbs/10_sparse.ipynb #c025a
+@dataclass
+class LinearStep(Step):
+    "Global average pooling and the final linear layer: the logits (a network's last step)."
+    W: Tensor   # (classes, C)
+    b: Tensor   # (classes,)
+    def run(self, v, idx, run_layer=sparse_conv):  # (B, k, H, W) -> (B, classes), None
+        p = v.mean((2, 3))                                                 # (B, k)
+        if idx is not None: p = p.new_zeros(p.shape[0], self.W.shape[1]).index_copy_(1, idx, p)
+        return F.linear(p, self.W, self.b), None
+
+@dataclass
+class PadShortcut:
+    "A parameter-free `ZeroPadShortcut`: average-pool by `stride`, then append zero channels up to `planes`."
+    planes: int   # output channels
+    stride: int   # pooling window and stride; 1: none
+    def __call__(self, v: Tensor, idx: Tensor | None) -> Tensor:  # compact (B, k, H, W) -> dense (B, planes, H', W')
+        pv = F.avg_pool2d(v, self.stride) if self.stride > 1 else v
+        s = pv.new_zeros(pv.shape[0], self.planes, *pv.shape[2:])
         if idx is None: s[:, :pv.shape[1]] = pv
         else: s.index_copy_(1, idx, pv)
-    else: s = _dense(*sparse_conv(sc, v, idx), L2.co)                      # gated 1x1 downsample
-    if post: return sparse_conv(L2, h, hi, s)                              # labels after the addition
-    o, oi = sparse_conv(L2, h, hi)
-    if oi is None: s.add_(o)
-    else: s.index_add_(1, oi, o)
-    return s.relu_(), None
+        return s
 
-def _invres(st, v, idx):
-    _, Ls, sc, residual = st
-    o, oi = v, idx
-    for L in Ls: o, oi = sparse_conv(L, o, oi)
-    if not residual: return o, oi
-    s = _dense(v, idx, Ls[-1].co) if sc is None else _dense(*sparse_conv(sc, v, idx), Ls[-1].co)  # v is ours
-    if oi is None: s.add_(o)
-    else: s.index_add_(1, oi, o)
-    return s, None
+# %% ../nbs/10_sparse.ipynb #c025b
+@dataclass
+class BlockStep(Step):
+    "A basic block: two gated convs and a shortcut, the residual stream kept dense."
+    conv1: SparseConv
+    conv2: SparseConv
+    shortcut: SparseConv | PadShortcut | None   # gated 1x1 downsample, zero padding, or identity
+    post: bool                                  # conv2's labels taken after the addition (`label_at='post'`)
+    def layers(self):
+        return [self.conv1] + ([self.shortcut] if isinstance(self.shortcut, SparseConv) else []) + [self.conv2]
+    def run(self, v, idx, run_layer=sparse_conv):
+        h, hi = run_layer(self.conv1, v, idx)
+        sc, C = self.shortcut, self.conv2.co
+        if sc is None: s = _dense(v, idx, C)                                # identity (v is ours: add in place)
+        elif isinstance(sc, PadShortcut): s = sc(v, idx)
+        else: s = _dense(*run_layer(sc, v, idx), C)                         # gated 1x1 downsample
+        if self.post: return run_layer(self.conv2, h, hi, s)                # labels after the addition
+        o, oi = run_layer(self.conv2, h, hi)
+        if oi is None: s.add_(o)
+        else: s.index_add_(1, oi, o)
+        return s.relu_(), None
+
+# %% ../nbs/10_sparse.ipynb #c025c
+@dataclass
+class InvResStep(Step):
+    "A MobileNetV2 inverted residual: gated convs in sequence, the input added back when `residual`."
+    convs: list[SparseConv]          # expansion (if any), depthwise, projection
+    shortcut: SparseConv | None      # gated conv on the residual path; None: identity
+    residual: bool                   # add the input back
+    def layers(self): return list(self.convs) + ([self.shortcut] if self.shortcut is not None else [])
+    def run(self, v, idx, run_layer=sparse_conv):
+        o, oi = v, idx
+        for L in self.convs: o, oi = run_layer(L, o, oi)
+        if not self.residual: return o, oi
+        C = self.convs[-1].co
+        s = _dense(v, idx, C) if self.shortcut is None else _dense(*run_layer(self.shortcut, v, idx), C)  # v is ours
+        if oi is None: s.add_(o)
+        else: s.index_add_(1, oi, o)
+        return s, None
 
 # %% ../nbs/10_sparse.ipynb #c026
-def compile_steps(model: nn.Module, block: int = 1) -> list[tuple]:
+def _shortcut(ds: nn.Module | None, conv) -> SparseConv | PadShortcut | None:  # a block's downsample, compiled
+    if ds is None: return None
+    if isinstance(ds, ZeroPadShortcut):
+        return PadShortcut(ds.planes, ds.pool.kernel_size if isinstance(ds.pool, nn.AvgPool2d) else 1)
+    if isinstance(ds, GatedConv): return conv(ds)
+    raise NotImplementedError(f"no sparse executor for shortcut {type(ds).__name__}")
+
+def compile_steps(model: nn.Module,   # gated model (eval mode)
+                  block: int = 1,     # round kept filters up to a multiple of this
+                 ) -> list[Step]:     # starts with a ConvStep, ends with a LinearStep
     "The gated `model` as a list of executor steps."
     steps, conv = [], lambda g: SparseConv(g, block)
     def walk(m):
-        if isinstance(m, GatedConv): steps.append(('conv', conv(m)))
+        if isinstance(m, GatedConv): steps.append(ConvStep(conv(m)))
         elif isinstance(m, GatedBasicBlock):
-            ds = m.downsample
-            if ds is None: sc = None
-            elif isinstance(ds, ZeroPadShortcut): sc = (ds.planes, ds.pool.kernel_size if isinstance(ds.pool, nn.AvgPool2d) else 1)
-            elif isinstance(ds, GatedConv): sc = conv(ds)
-            else: raise NotImplementedError(f"no sparse executor for shortcut {type(ds).__name__}")
-            steps.append(('block', conv(m.conv1), conv(m.conv2), sc, m.label_at == 'post'))
+            steps.append(BlockStep(conv(m.conv1), conv(m.conv2), _shortcut(m.downsample, conv), m.label_at == 'post'))
         elif isinstance(m, InvertedResidual):
-            steps.append(('invres', [conv(g) for g in m.conv], None if m.shortcut is None else conv(m.shortcut), m.residual))
+            sc = None if m.shortcut is None else conv(m.shortcut)
+            steps.append(InvResStep([conv(g) for g in m.conv], sc, m.residual))
         elif type(m) is nn.Sequential:
             for c in m: walk(c)
-        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.ReLU)): steps.append(('pool', m))
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.ReLU)): steps.append(PoolStep(m))
         elif isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)): pass  # done by the linear step
         elif isinstance(m, nn.Identity): pass
-        elif isinstance(m, nn.Linear): steps.append(('fc', m.weight.detach().contiguous(), m.bias.detach().clone()))
+        elif isinstance(m, nn.Linear): steps.append(LinearStep(m.weight.detach().contiguous(), m.bias.detach().clone()))
         else: raise NotImplementedError(f"no sparse executor for {type(m).__name__}")
     for c in model.children(): walk(c)
-    if not steps or steps[0][0] != 'conv' or steps[-1][0] != 'fc':
+    if not steps or not isinstance(steps[0], ConvStep) or not isinstance(steps[-1], LinearStep):
         raise NotImplementedError("the network must start with a gated conv and end with pooling and a linear layer")
     return steps
 
 # %% ../nbs/10_sparse.ipynb #c027
-def run_steps(steps: list[tuple], x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, classes)
+def run_steps(steps: list[Step],                  # from `compile_steps`
+              x: Tensor,                          # (B, 3, H, W) images
+              run_layer: LayerRunner = sparse_conv, # runs one compiled layer: a profiler passes a wrapper
+             ) -> Tensor:                         # (B, classes) logits
     "Execute compiled steps on a batch (batch 1 is the fast path)."
     v, idx = x, None
-    for st in steps:
-        kind = st[0]
-        if kind == 'conv': v, idx = sparse_conv(st[1], v, idx)
-        elif kind == 'block': v, idx = _block(st, v, idx)
-        elif kind == 'pool': v = st[1](v.contiguous(memory_format=CL))
-        elif kind == 'invres': v, idx = _invres(st, v, idx)
-        else:                                                              # 'fc': global average pool, linear
-            p = v.mean((2, 3))
-            if idx is not None: p = p.new_zeros(p.shape[0], st[1].shape[1]).index_copy_(1, idx, p)
-            return F.linear(p, st[1], st[2])
+    for step in steps: v, idx = step.run(v, idx, run_layer)
+    return v
 
-def layers_of(steps: list[tuple]) -> list[SparseConv]:
+def layers_of(steps: list[Step]) -> list[SparseConv]:
     "The compiled layers of `steps` in execution order."
-    out = []
-    for st in steps:
-        if st[0] == 'conv': out.append(st[1])
-        elif st[0] == 'block': out += [st[1]] + ([st[3]] if isinstance(st[3], SparseConv) else []) + [st[2]]
-        elif st[0] == 'invres': out += list(st[1]) + ([st[2]] if st[2] is not None else [])
-    return out
+    return [L for step in steps for L in step.layers()]
 
 # %% ../nbs/10_sparse.ipynb #c029
 def _module_order(steps, model):
@@ -277,6 +330,7 @@ def to_sparse(model: nn.Module,             # trained gated model
     net = SparseNet(model, block)
     if tune:
         if warm is None: raise ValueError("tune=True needs `warm` images: they give each layer's input size")
+        from hebbnb.bench import tune_layers   # timing code lives in `bench`, which builds on this module
         tune_layers(net, warm[:1])
     if warm is not None:
         for x in warm: net(x[None])
@@ -323,96 +377,6 @@ def cifar_images(n: int,                   # images
     x = load_cifar(dataset, data, download=False)[split][0][offset:offset + n].float() / 255
     return (x - torch.tensor(CIFAR_MEAN[dataset])[:, None, None]) / torch.tensor(CIFAR_STD[dataset])[:, None, None]
 
-# %% ../nbs/10_sparse.ipynb #c044
-def _pad_to(v: Tensor, C: int) -> Tensor:  # (B, k, H, W) -> (B, C, H, W), zero channels appended
-    if v.shape[1] == C: return v
-    s = v.new_zeros(v.shape[0], C, *v.shape[2:])
-    s[:, :v.shape[1]] = v
-    return s
-
-def static_steps(net: SparseNet, widths: dict | None = None, mf=NCHW) -> list[tuple]:
-    "Steps of a dense network keeping the first `widths[layer]` filters of each layer (all when None)."
-    out, cur = [], net.in_channels
-    def sl(L, k_in):
-        k = k_in if L.dw else L.co if widths is None else max(1, min(L.co, round(widths[id(L)])))
-        W = L.W[:k] if L.dw else L.W[:k, :k_in]
-        return (W.contiguous(memory_format=mf), L.b[:k].clone(), L.stride, L.pad, k if L.dw else 1, L.relu), k
-    for st in net.steps:
-        if st[0] == 'conv': c, cur = sl(st[1], cur); out.append(('conv', c))
-        elif st[0] == 'block':
-            _, L1, L2, sc, post = st
-            c1, k1 = sl(L1, cur); c2, k2 = sl(L2, k1)
-            short = None if sc is None else ('pad', *sc) if type(sc) is tuple else ('conv', sl(sc, cur)[0])
-            out.append(('block', c1, c2, short, post, L2.co))
-            cur = k2 if post else L2.co
-        elif st[0] == 'invres':
-            cs, k = [], cur
-            for L in st[1]: c, k = sl(L, k); cs.append(c)
-            out.append(('invres', cs, None if st[2] is None else sl(st[2], cur)[0], st[3], st[1][-1].co))
-            cur = st[1][-1].co if st[3] else k
-        elif st[0] == 'pool': out.append(st)
-        else: out.append(('fc', st[1][:, :cur].contiguous(), st[2]))
-    return out
-
-# %% ../nbs/10_sparse.ipynb #c045
-def _sconv(c, v, res=None):
-    W, b, stride, pad, groups, relu = c
-    y = F.conv2d(v, W, b, stride, pad, 1, groups)
-    if res is not None: y.add_(res[:, :y.shape[1]])
-    return y.relu_() if relu else y
-
-def _static_block(st, v):
-    _, c1, c2, sc, post, C = st
-    h = _sconv(c1, v)
-    if sc is None: s = _pad_to(v, C)
-    elif sc[0] == 'pad': s = _pad_to(F.avg_pool2d(v, sc[2]) if sc[2] > 1 else v, sc[1])   # ('pad', planes, stride)
-    else: s = _pad_to(_sconv(sc[1], v), C)                                                # ('conv', gated 1x1 downsample)
-    if post: return _sconv(c2, h, s)
-    o = _sconv(c2, h)
-    s[:, :o.shape[1]] += o
-    return s.relu_()
-
-@torch.inference_mode()
-def run_static(steps: list[tuple], x: Tensor, mf=NCHW) -> Tensor:  # (B, 3, H, W) -> (B, classes)
-    "Execute the steps of `static_steps`."
-    v = x.contiguous(memory_format=mf)
-    for st in steps:
-        if st[0] == 'conv': v = _sconv(st[1], v)
-        elif st[0] == 'block': v = _static_block(st, v)
-        elif st[0] == 'invres':
-            _, cs, sc, residual, C = st
-            o = v
-            for c in cs: o = _sconv(c, o)
-            if residual:
-                s = _pad_to(v, C).clone() if sc is None else _pad_to(_sconv(sc, v), C)
-                s[:, :o.shape[1]] += o; o = s
-            v = o
-        elif st[0] == 'pool': v = st[1](v.contiguous(memory_format=CL))
-        else: return F.linear(v.mean((2, 3)), st[1], st[2])
-
-# %% ../nbs/10_sparse.ipynb #c049
-def tmin(f, reps: int = 7) -> float:
-    "Minimum wall time of `f()` over `reps` calls after two warm-up calls, in ms."
-    f(); f()
-    best = float('inf')
-    for _ in range(reps):
-        t = time.perf_counter(); f(); best = min(best, time.perf_counter() - t)
-    return best * 1e3
-
-def latency(f,                 # callable on one (1, 3, H, W) image
-            xs: Tensor,        # images (N, 3, H, W)
-            repeats: int = 3,  # passes over the images; each image keeps its minimum
-            warmup: int = 3,   # images run once before timing
-           ) -> Tensor:        # (N,) ms per image
-    "Per-image batch-1 latency of `f`: the minimum over `repeats` interleaved passes."
-    with torch.inference_mode():
-        for x in xs[:warmup]: f(x[None])
-        best = torch.full((len(xs),), float('inf'))
-        for _ in range(repeats):
-            for i, x in enumerate(xs):
-                t = time.perf_counter(); f(x[None]); best[i] = min(best[i].item(), time.perf_counter() - t)
-    return best * 1e3
-
 # %% ../nbs/10_sparse.ipynb #c052
 def _out_hw(L: SparseConv) -> int:
     H, W = L.in_hw
@@ -426,74 +390,13 @@ def executed_macs(net: SparseNet) -> int:
         k, kp, ki, path = L.last
         per = L.co * L.ci if path == 'dense' else kp if L.dw else kp * ki
         total += per * L.W.shape[2] * L.W.shape[3] * _out_hw(L)
-    fc = net.steps[-1][1]
-    return total + fc.numel()
-
-# %% ../nbs/10_sparse.ipynb #c055
-@torch.inference_mode()
-def profile_layers(net: SparseNet, x: Tensor, reps: int = 20) -> list[dict]:
-    "Per-layer times (ms) of the executor on one (1, 3, H, W) image: total, head, conv; dense conv for comparison."
-    seen, orig, g = [], sparse_conv, globals()
-    def record(L, v, idx, res=None):
-        seen.append((L, v.clone(), idx, res)); return orig(L, v, idx, res)
-    g['sparse_conv'] = record                        # the steps look `sparse_conv` up in this module's globals
-    try: net(x)
-    finally: g['sparse_conv'] = orig
-    rows = []
-    for L, v, idx, res in seen:
-        y, io = orig(L, v, idx, res)
-        k, kp = L.last[:2]
-        b, xd = L.b if io is None else L.b.index_select(0, io), _dense(v, idx, L.ci).clone()
-        conv = (lambda: _depthwise(L, v, idx, io, kp)) if L.dw else (lambda: F.conv2d(v, _weights(L, io, idx), b, L.stride, L.pad))
-        rows.append(dict(layer=f'{L.ci}->{L.co}', hw=v.shape[2], k_in=v.shape[1], k_out=kp, kept=k,
-                         total=tmin(lambda: orig(L, v, idx, res), reps), head=tmin(lambda: _keep(L, _head(L, v, idx)), reps),
-                         conv=tmin(conv, reps), dense=tmin(lambda: F.conv2d(xd, L.W, L.b, L.stride, L.pad, 1, L.co if L.dw else 1), reps)))
-    return rows
-
-# %% ../nbs/10_sparse.ipynb #c058
-def _tune_layer(L: SparseConv, fractions, reps) -> tuple:  # -> (mf, dmf, dense_above)
-    x = torch.rand(1, L.ci, *L.in_hw)
-    Wd = {mf: L.W.contiguous(memory_format=mf) for mf in (NCHW, CL)}
-    td = {mf: tmin(lambda: F.conv2d(x.contiguous(memory_format=mf), Wd[mf], L.b, L.stride, L.pad), reps) for mf in (NCHW, CL)}
-    dmf = min(td, key=td.get)
-    ts, tf, q = {NCHW: [], CL: []}, [], []
-    for f in fractions:
-        ki, ko = max(1, round(f * L.ci)), max(1, round(f * L.co))
-        idx, io = torch.randperm(L.ci)[:ki].sort().values, torch.randperm(L.co)[:ko].sort().values
-        v, b = x[:, idx].contiguous(), L.b[io]
-        for mf in (NCHW, CL): ts[mf].append(tmin(lambda: F.conv2d(v.contiguous(memory_format=mf), _weights(L, io, idx), b, L.stride, L.pad), reps))
-        tf.append(tmin(lambda: F.conv2d(_dense(v, idx, L.ci).contiguous(memory_format=dmf), Wd[dmf], L.b, L.stride, L.pad).index_select(1, io), reps))
-        q.append(ki * ko / (L.ci * L.co))
-    mf = min(ts, key=lambda m: sum(ts[m]))
-    gain = [b - a for a, b in zip(ts[mf], tf)]                         # > 0 while the compact path is faster
-    above = 1.0
-    for i, g in enumerate(gain):
-        if g <= 0:
-            above = 0.0 if i == 0 else q[i - 1] + (q[i] - q[i - 1]) * gain[i - 1] / (gain[i - 1] - g)
-            break
-    return mf, dmf, above
-
-def tune_layers(net: SparseNet,                 # executor to tune in place
-                x: Tensor,                      # an example image (1, 3, H, W): gives each layer's input size
-                fractions=(0.25, 0.5, 0.75, 1.0),  # shares of input and output channels to time
-                reps: int = 5,                  # timed calls per measurement (minimum kept)
-               ) -> list[tuple]:                # per layer (mf, dmf, dense_above)
-    "Choose each layer's memory layouts and dense-fallback threshold from timings on this machine."
-    net(x)
-    done = {}
-    for L in net.layers:
-        if L.dw: continue
-        key = (L.ci, L.co, tuple(L.in_hw), L.stride, L.pad, tuple(L.W.shape[2:]))
-        if key not in done: done[key] = _tune_layer(L, fractions, reps)
-        L.mf, L.dmf, L.dense_above = done[key]
-        L.Wd, L.gather = L.W.contiguous(memory_format=L.dmf), None
-    return [(L.mf, L.dmf, L.dense_above) for L in net.layers]
+    return total + net.steps[-1].W.numel()                             # the linear layer
 
 # %% ../nbs/10_sparse.ipynb #c061
 def dense_macs_of(net: SparseNet) -> int:
     "Conv and linear MACs of the dense network for one image (after one executor call has set the layer sizes)."
     per = lambda L: L.co * (1 if L.dw else L.ci) * L.W.shape[2] * L.W.shape[3] * _out_hw(L)
-    return sum(per(L) for L in net.layers) + net.steps[-1][1].numel()
+    return sum(per(L) for L in net.layers) + net.steps[-1].W.numel()
 
 @torch.inference_mode()
 def union_share(net: SparseNet,      # executor
@@ -508,210 +411,3 @@ def union_share(net: SparseNet,      # executor
             net(xb); done.append(executed_macs(net))
         out[B] = sum(done) / len(done) / dense_macs_of(net)
     return out
-
-# %% ../nbs/10_sparse.ipynb #c065
-BENCH_COLUMNS = ['arch', 'r', 'threads', 'dense_ms', 'sparse_ms', 'sparse_p90_ms', 'static_ms', 'macs_ratio', 'R',
-                 'efficiency', 'slower_share', 'torch', 'cpu']
-
-def cpu_name() -> str:
-    "The CPU model, from /proc/cpuinfo where available."
-    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor() or platform.machine()
-
-def _best_layout(net, widths, xs, repeats):  # -> (ms per image (N,), layout) of the faster static network
-    runs = {mf: latency(lambda x, s=static_steps(net, widths, mf), mf=mf: run_static(s, x, mf), xs, repeats) for mf in (NCHW, CL)}
-    mf = min(runs, key=lambda m: runs[m].mean().item())
-    return runs[mf], 'channels_last' if mf is CL else 'contiguous'
-
-@torch.no_grad()
-def _macs(model, xs) -> tuple[float, Tensor]:  # dense MACs, (N,) exact MACs of the masked model
-    set_mask_source(model, 'predicted').eval()
-    ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)])
-    return float(static_macs(model, tuple(xs.shape[1:]))), ideal
-
-# %% ../nbs/10_sparse.ipynb #c066
-def bench(model: nn.Module,             # trained (or test) gated model
-          xs: Tensor,                   # images (N, 3, H, W)
-          arch: str, r: float,          # reported in the rows
-          threads=(1,),                 # CPU thread counts to time
-          repeats: int = 3,             # passes per image (minimum kept)
-          block: int = 1,               # executor channel block
-          tune: bool = True,            # tune layouts and dense fallbacks at load
-         ) -> tuple[list[dict], dict]:  # rows (BENCH_COLUMNS), details (per image, exactness, widths)
-    "Time the sparse executor against the dense and the statically pruned network at batch 1."
-    dense_macs, ideal = _macs(model, xs)
-    rows, det, threads0 = [], dict(ideal_macs=ideal.tolist(), per_image={}), torch.get_num_threads()
-    for t in threads:
-        torch.set_num_threads(t)
-        net = to_sparse(model, block, tune=tune, warm=xs[:8])
-        if t == threads[0]: det['exact'] = check_exact(model, net, xs)
-        kept, done = torch.zeros(len(net.layers)), []
-        with torch.inference_mode():
-            for x in xs: net(x[None]); kept += torch.tensor(net.kept(), dtype=torch.float); done.append(executed_macs(net))
-        widths = {id(L): k.item() / len(xs) for L, k in zip(net.layers, kept)}
-        d, d_layout = _best_layout(net, None, xs, repeats)
-        s, _ = _best_layout(net, widths, xs, repeats)
-        sp = latency(net, xs, repeats)
-        dense_ms, sparse_ms, static_ms = d.mean().item(), sp.mean().item(), s.mean().item()
-        ratio = dense_macs / ideal.mean().item()
-        rows.append(dict(arch=arch, r=r, threads=t, dense_ms=dense_ms, sparse_ms=sparse_ms, sparse_p90_ms=sp.quantile(0.9).item(),
-                         static_ms=static_ms, macs_ratio=ratio, R=dense_ms / sparse_ms / ratio, efficiency=static_ms / sparse_ms,
-                         slower_share=(sp > dense_ms).float().mean().item(), torch=torch.__version__, cpu=cpu_name()))
-        det['per_image'][t] = dict(sparse_ms=sp.tolist(), dense_ms=d.tolist(), executed_macs=done, dense_layout=d_layout)
-        det['widths'] = [w for w in widths.values()]
-    torch.set_num_threads(threads0)
-    return rows, det
-
-# %% ../nbs/10_sparse.ipynb #c068
-def plot_speedup(rows: list[dict], det: dict):
-    "Per-image latency vs MACs (first thread count) and mean latencies per thread count."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(10, 3.6), layout='constrained')
-    a1, a2 = fig.subplots(1, 2)
-    r0, p0 = rows[0], det['per_image'][rows[0]['threads']]
-    a1.scatter([m / 1e6 for m in det['ideal_macs']], p0['sparse_ms'], s=8, alpha=0.6, label='executor, per image')
-    a1.axhline(r0['dense_ms'], color='k', ls='--', label=f"dense {r0['dense_ms']:.2f} ms")
-    a1.axhline(r0['static_ms'], color='tab:green', ls=':', label=f"static same widths {r0['static_ms']:.2f} ms")
-    a1.set(xlabel='exact MACs of the image (M)', ylabel='latency (ms)', title=f"{r0['arch']} r={r0['r']}, {r0['threads']} thread(s)")
-    a1.legend(fontsize=8)
-    x, w = torch.arange(len(rows)).float(), 0.27
-    for i, (k, c) in enumerate([('dense_ms', 'gray'), ('static_ms', 'tab:green'), ('sparse_ms', 'tab:blue')]):
-        a2.bar(x + (i - 1) * w, [r[k] for r in rows], w, color=c, label=k)
-    a2.set_xticks(x.tolist(), [f"{r['threads']} thr." for r in rows])
-    a2.set(ylabel='mean latency (ms)', title=f"MACs ratio {r0['macs_ratio']:.2f}, R={r0['R']:.2f}")
-    a2.legend(fontsize=8)
-    return fig
-
-# %% ../nbs/10_sparse.ipynb #c071
-def _row_key(d: dict) -> tuple: return d['arch'], float(d['r']), int(d['threads'])
-
-def _number(v: str):
-    try: return float(v)
-    except ValueError: return v
-
-def merge_rows(path: Path,             # CSV with BENCH_COLUMNS (created if missing)
-               rows: list[dict],       # new rows
-              ) -> list[dict]:         # the table as written, numbers as floats
-    "Write `rows` into the CSV at `path`, replacing rows with the same arch, r and threads."
-    old = list(csv.DictReader(open(path))) if path.exists() else []
-    new = {_row_key(d) for d in rows}
-    table = [d for d in old if _row_key(d) not in new] + [{k: str(v) for k, v in d.items()} for d in rows]
-    table.sort(key=_row_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, BENCH_COLUMNS); w.writeheader(); w.writerows(table)
-    return read_rows(path)
-
-def read_rows(path: Path) -> list[dict]:
-    "The rows of a benchmark CSV, numbers as floats."
-    return [{k: _number(v) for k, v in d.items()} for d in csv.DictReader(open(path))]
-
-def plot_table(rows: list[dict]):
-    "Per benchmark row: the MACs ratio, and the speed-ups of the static network and of the executor over dense."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(max(5, 1.1 * len(rows) + 2), 3.6), layout='constrained')
-    ax = fig.subplots()
-    x, w = torch.arange(len(rows)).float(), 0.27
-    bars = [('MACs ratio', lambda d: d['macs_ratio'], 'lightgray'), ('static (ceiling)', lambda d: d['dense_ms'] / d['static_ms'], 'tab:green'),
-            ('executor', lambda d: d['dense_ms'] / d['sparse_ms'], 'tab:blue')]
-    for i, (name, f, c) in enumerate(bars): ax.bar(x + (i - 1) * w, [f(d) for d in rows], w, color=c, label=name)
-    ax.axhline(1, color='k', lw=0.8, ls='--')
-    ax.set_xticks(x.tolist(), [f"{d['arch']}\nr={d['r']:g}, {int(d['threads'])} thr." for d in rows], fontsize=8)
-    ax.set(ylabel='x faster than dense (batch 1)', title='Sparse executor: MACs saved vs time saved')
-    ax.legend(fontsize=8)
-    return fig
-
-# %% ../nbs/10_sparse.ipynb #c076
-def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='hebbnb-bench', description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.')
-    p.add_argument('--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)')
-    p.add_argument('--arch', default='resnet20', help='architecture of the random-weight model (ignored with --ckpt)')
-    p.add_argument('--r', type=float, default=0.9, help='r reported for the random-weight model (ignored with --ckpt)')
-    p.add_argument('--keep', type=float, default=0.5, help='random-weight model: share of inputs keeping each filter')
-    p.add_argument('--data', help='data folder (default: $HEBBNB_DATA); without data, random images')
-    p.add_argument('--images', type=int, default=200, help='images to time')
-    p.add_argument('--threads', type=int, nargs='+', default=[1], help='CPU thread counts to time, e.g. --threads 1 2')
-    p.add_argument('--repeats', type=int, default=3, help='passes over the images; each image keeps its fastest')
-    p.add_argument('--block', type=int, default=1, help='round kept filters up to a multiple of this')
-    p.add_argument('--no-tune', dest='tune', action='store_false', help='skip the per-layer layout and fallback tuning')
-    p.add_argument('--quick', action='store_true', help='smoke test: 8 images, 1 repeat')
-    p.add_argument('--seed', type=int, default=0, help='seed of the random-weight model and random images')
-    p.add_argument('--out', default='results', help='output folder')
-    p.add_argument('--name', help="the model's name in the rows (default: its architecture, with ':random' for random weights)")
-    p.add_argument('--table', help='also merge the rows into this CSV (replacing rows of the same arch, r and threads) and redraw its plot beside it')
-    p.add_argument('--variants', action='store_true', help='instead: time dense / gated / executor / export (hebbnb.export.time_variants) at batch 1 and --batch, into OUT/variants.csv')
-    p.add_argument('--batch', type=int, default=128, help='--variants: batch size of the throughput rows')
-    p.add_argument('--calib-images', type=int, default=2000, help='--variants with --ckpt: training images that decide which filters the export keeps')
-    return p
-
-def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: int = 0) -> tuple[Tensor, str]:
-    "Up to `n` images of `dataset` (normalised), or standard-normal images when no data is found."
-    try:
-        if dataset in ('cifar10', 'cifar100'): return cifar_images(n, split, data, dataset=dataset), dataset
-        if dataset == 'imagenet' and split == 'test':
-            from torchvision import datasets, transforms as T
-            from hebbnb.data import imagenet_sample, IMAGENET_MEAN, IMAGENET_STD
-            ds = datasets.ImageFolder(imagenet_sample(data) / 'val', T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
-            return torch.stack([ds[i][0] for i in range(min(n, len(ds)))]), 'imagenet-sample'
-    except FileNotFoundError: pass
-    return torch.randn(n, *size, generator=torch.Generator().manual_seed(seed)), 'random'
-
-# %% ../nbs/10_sparse.ipynb #c077
-def _cpu_times() -> tuple[float, float, float]:
-    "(busy, total) CPU ticks of the machine from /proc/stat, and this process's CPU seconds."
-    with open('/proc/stat') as f: v = [int(x) for x in f.readline().split()[1:]]   # user nice system idle iowait irq softirq steal ...
-    own = os.times()
-    return sum(v) - v[3] - v[4], sum(v), own.user + own.system
-
-def other_load(seconds: float = 0.5) -> float | None:
-    "CPUs kept busy by *other* processes over `seconds` (this process's own CPU time subtracted); None without /proc/stat."
-    try: b0, t0, o0 = _cpu_times(); time.sleep(seconds); b1, t1, o1 = _cpu_times()
-    except OSError: return None
-    ncpu, wall = os.cpu_count() or 1, max(seconds, 1e-3)
-    # busy CPUs = busy ticks / all ticks * CPUs; ours = our CPU seconds / wall seconds
-    return max(0., (b1 - b0) / max(t1 - t0, 1) * ncpu - (o1 - o0) / wall)
-
-def _bench(argv=None):
-    a = bench_parser().parse_args(argv)
-    if a.images < 1 or a.repeats < 1 or min(a.threads) < 1: raise ValueError("--images, --repeats and --threads must be positive")
-    n, repeats = (min(a.images, 8), 1) if a.quick else (a.images, a.repeats)
-    if a.ckpt:
-        from hebbnb.train import model_from_checkpoint
-        model, ck = model_from_checkpoint(a.ckpt)
-        if not ck['gated']: raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-bench needs an FTWT (gated) checkpoint")
-        arch, r, dataset = ck['arch'], ck['config']['r'], ck['dataset']
-    else:
-        arch, r = a.arch, a.r
-        dataset = 'cifar10' if input_size(arch)[1] == 32 else 'imagenet'
-        calib, _ = _images(dataset, input_size(arch), a.data, 256 if dataset == 'cifar10' else 16, 'train', a.seed + 1)
-        model, arch = random_gated(arch, a.keep, x=calib, seed=a.seed), f'{arch}:random'
-        print(f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (smoke test, not a result)", file=sys.stderr)
-    xs, source = _images(dataset, input_size(arch.split(':')[0]), a.data, n, seed=a.seed)
-    arch = a.name or arch
-    if a.variants:
-        from hebbnb.export import bench_variants
-        train = calib if not a.ckpt else _images(dataset, input_size(arch.split(':')[0]), a.data, a.calib_images, 'train', a.seed + 1)[0]
-        return bench_variants(model, train, xs, arch, r, a, repeats)
-    load, others = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None, other_load()   # the load average includes our own start-up
-    rows, det = bench(model, xs, arch, r, tuple(a.threads), repeats, a.block, a.tune)
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    with open(out / 'speedup.csv', 'w', newline='') as f:
-        w = csv.DictWriter(f, BENCH_COLUMNS); w.writeheader(); w.writerows(rows)
-    with open(out / 'latency.csv', 'w', newline='') as f:
-        w = csv.writer(f); w.writerow(['threads', 'image', 'sparse_ms', 'dense_ms', 'exact_macs', 'executed_macs'])
-        for t, p in det['per_image'].items():
-            for i, (s, d, m) in enumerate(zip(p['sparse_ms'], p['dense_ms'], p['executed_macs'])): w.writerow([t, i, s, d, det['ideal_macs'][i], m])
-    plot_speedup(rows, det).savefig(out / 'speedup.png', dpi=120)
-    info = dict(settings=vars(a), images=source, n_images=len(xs), exact=det['exact'], loadavg_before=load, other_cpus_busy_before=others, cpu_count=os.cpu_count(),
-                loadavg_after=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None, dense_layout={t: p['dense_layout'] for t, p in det['per_image'].items()})
-    (out / 'bench.json').write_text(json.dumps(info, indent=1))
-    if a.table:
-        table = merge_rows(Path(a.table), rows)
-        plot_table(table).savefig(Path(a.table).with_suffix('.png'), dpi=120)
-    if others is not None and others > 0.5: print(f"hebbnb-bench: other processes kept {others:.1f} of {os.cpu_count()} CPUs busy just before timing: results are contended", file=sys.stderr)
-    for row in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-
-def bench_main(argv=None):
-    "Console script `hebbnb-bench`."
-    from hebbnb.cli import run_cli
-    sys.exit(run_cli('hebbnb-bench', _bench, argv))
