@@ -253,7 +253,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 def freeze_backbone(model: nn.Module) -> nn.Module:
-    "Let only the mask heads learn (train='heads'): no gradient for any other parameter; `train_epoch` keeps batch norms in eval mode."
+    "Let only the mask heads learn (train='heads'): no gradient for any other parameter; `run_epoch` keeps batch norms in eval mode."
     heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
     for p in model.parameters(): p.requires_grad_(id(p) in heads)
     return model
