@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #c003
 from __future__ import annotations
-import argparse, json, os, shlex, sys, time
+import argparse, json, os, shlex, sys, time, typing
 from importlib import resources
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -20,11 +20,11 @@ from .models import input_size
 from .mass import check_r
 
 # %% auto #0
-__all__ = ['PACKAGE_DATA', 'CONFIG_DIRS', 'STAGES', 'HELP', 'FTWT_ONLY', 'DEFAULT_RS', 'REALISED_NOTE', 'METRIC_KEYS',
-           'find_config', 'load_recipe', 'shipped_checkpoint', 'train_parser', 'resolve_config', 'run_cli',
-           'baseline_main', 'train_main', 'eval_parser', 'reading_config', 'evaluate_checkpoint', 'eval_main',
-           'estimate_parser', 'estimation_batches', 'estimate_main', 'quickstart_parser', 'results_table',
-           'plot_accuracy_vs_flops', 'quickstart', 'quickstart_main']
+__all__ = ['PACKAGE_DATA', 'CONFIG_DIRS', 'STAGES', 'FTWT_ONLY', 'DEFAULT_RS', 'REALISED_NOTE', 'METRIC_KEYS',
+           'QUICKSTART_RECIPE', 'find_config', 'load_recipe', 'shipped_checkpoint', 'train_parser', 'resolve_config',
+           'run_cli', 'baseline_main', 'train_main', 'eval_parser', 'reading_config', 'evaluate_checkpoint',
+           'eval_main', 'estimate_parser', 'estimation_batches', 'estimate_main', 'quickstart_parser', 'results_table',
+           'plot_accuracy_vs_flops', 'quickstart_configs', 'quickstart', 'quickstart_main']
 
 # %% ../nbs/09_cli.ipynb #c006
 PACKAGE_DATA = Path(str(resources.files('hebbnb')))   # recipes and checkpoints installed with the package
@@ -58,44 +58,30 @@ def shipped_checkpoint(name: str = 'cifar10_resnet20_baseline', # a file `hebbnb
     return path
 
 # %% ../nbs/09_cli.ipynb #c008
-HELP = {
-    'arch': 'architecture (see hebbnb.models.available())', 'dataset': f"one of {', '.join(DATASETS)}",
-    'data': 'data folder (default: $HEBBNB_DATA, else ./data)', 'download': 'download CIFAR when it is missing',
-    'subset': 'train on a fixed class-balanced subset of N images', 'test_subset': 'evaluate on a fixed class-balanced subset of N test images',
-    'epochs': 'training epochs',
-    'batch_size': 'batch size per process', 'lr': 'backbone learning rate', 'momentum': 'SGD momentum',
-    'weight_decay': 'backbone weight decay', 'schedule': "'step' or 'cosine'", 'milestones': 'epochs where a step schedule decays',
-    'gamma': 'step-schedule decay factor', 'seed': 'random seed', 'init': "baseline checkpoint to start FTWT from, or 'torchvision' for its ImageNet ResNet-18/34 weights (downloaded into $TORCH_HOME/hub/checkpoints)",
-    'r': 'heatmap-mass threshold in (0, 1]', 'mode': "'decoupled' or 'joint'", 'labels': "'mass' or 'uniform'",
-    'keep': "kept share of filters for --labels uniform", 'pool': "predictor pooling: 'avg' or 'max'",
-    'label_at': "ResNet conv2 labels 'pre' or 'post' residual addition", 'mlr': 'predictor-head learning rate',
-    'mask_weight': 'mask-loss weight before the cooldown', 'cooldown': 'fraction of epochs after which the heads freeze',
-    'train': "'all' (backbone and heads learn) or 'heads' (backbone frozen, eval-mode BN; needs --cooldown 1)",
-    'out': 'output folder', 'device': "'auto', 'cpu', 'cuda' or 'cuda:N'", 'threads': 'CPU threads per process',
-    'workers': 'ImageNet loader workers', 'max_steps': 'cut every epoch after N batches (smoke tests)',
-    'progress': 'show progress bars', 'tensorboard': 'also log to TensorBoard'}
-FTWT_ONLY = ('init', 'r', 'mode', 'labels', 'keep', 'pool', 'softmax', 'label_at', 'mlr', 'mask_weight', 'cooldown', 'train')
+FTWT_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata['ftwt'])   # fields hebbnb-baseline has no flag for
+_HINTS = typing.get_type_hints(TrainConfig)
+
+def _flag_type(hint) -> dict:
+    "argparse's `type` (and `nargs`) for a field annotated `hint`: `list[int]` takes several ints, `X | None` an X."
+    if typing.get_origin(hint) is list: return dict(type=typing.get_args(hint)[0], nargs='+')
+    return dict(type=next(t for t in typing.get_args(hint) or (hint,) if t is not type(None)))
 
 def _add_field(p: argparse.ArgumentParser, f, required=False):
-    flag = '--' + f.name.replace('_', '-')
-    if f.name == 'download': return p.add_argument('--no-download', dest='download', action='store_false', default=argparse.SUPPRESS, help='never download; fail if the data is missing')
-    if f.name == 'progress': return p.add_argument('--no-progress', dest='progress', action='store_false', default=argparse.SUPPRESS, help='hide progress bars')
-    if f.name == 'tensorboard': return p.add_argument(flag, action='store_true', default=argparse.SUPPRESS, help=HELP[f.name])
-    if f.name == 'softmax': return p.add_argument('--no-softmax', dest='softmax', action='store_false', default=argparse.SUPPRESS, help="feed the heads the pooled input as it is, without the reference code's softmax")
-    kind = {'milestones': dict(type=int, nargs='+'), 'lr': dict(type=float), 'mlr': dict(type=float), 'r': dict(type=float),
-            'keep': dict(type=float), 'momentum': dict(type=float), 'weight_decay': dict(type=float), 'gamma': dict(type=float),
-            'mask_weight': dict(type=float), 'cooldown': dict(type=float)}.get(f.name)
-    if kind is None: kind = dict(type=int) if f.name in ('subset', 'test_subset', 'epochs', 'batch_size', 'seed', 'threads', 'workers', 'max_steps') else dict(type=str)
-    p.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, required=required, help=HELP[f.name], **kind)
+    "The flag of `TrainConfig` field `f`, help from its metadata; a bool flips its default: --NAME or --no-NAME."
+    name, text = f.name.replace('_', '-'), f.metadata['help']
+    if _HINTS[f.name] is bool:
+        return p.add_argument(f'--no-{name}' if f.default else f'--{name}', dest=f.name, action='store_false' if f.default else 'store_true',
+                              default=argparse.SUPPRESS, help=text)
+    p.add_argument(f'--{name}', dest=f.name, default=argparse.SUPPRESS, required=required, help=text, **_flag_type(_HINTS[f.name]))
 
 def train_parser(stage: str) -> argparse.ArgumentParser:
-    "The parser of `hebbnb-baseline` (stage 'baseline') or `hebbnb-train` (stage 'ftwt')."
+    "The parser of `hebbnb-baseline` (stage 'baseline') or `hebbnb-train` (stage 'ftwt'): a flag for each field of `TrainConfig`."
     p = argparse.ArgumentParser(prog=f"hebbnb-{'baseline' if stage == 'baseline' else 'train'}",
                                 description='Train a dense baseline.' if stage == 'baseline' else 'Train FTWT from a baseline checkpoint.')
     p.add_argument('--config', help='recipe: a name in configs/ (e.g. cifar10_resnet56) or a JSON file')
     p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt: flags must match the saved run, except data/device/threads/workers/progress and a larger --epochs, which extends it')
     for f in fields(TrainConfig):
-        if f.name == 'method' or (stage == 'baseline' and f.name in FTWT_ONLY): continue
+        if f.metadata['help'] is None or (stage == 'baseline' and f.metadata['ftwt']): continue   # method: the command's
         _add_field(p, f, required=f.name == 'out' or (stage == 'ftwt' and f.name == 'init'))
     return p
 
@@ -129,10 +115,8 @@ def _train(stage: str, argv=None):
     parser = train_parser(stage)
     args = parser.parse_args(argv)
     cfg = resolve_config(stage, args)
-    metrics = fit(cfg, resume=args.resume)
-    if int(os.environ.get('RANK', 0)) == 0:   # record the command that made the run, so anyone can rerun it
-        metrics['command'] = shlex.join([parser.prog, *argv])
-        (Path(cfg.out) / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    metrics = fit(cfg, resume=args.resume, command=shlex.join([parser.prog, *argv]))   # metrics.json records it: anyone can rerun the run
+    if int(os.environ.get('RANK', 0)) == 0:
         print(json.dumps({k: metrics[k] for k in ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds')}))
 
 def baseline_main(argv=None):
@@ -278,27 +262,37 @@ def plot_accuracy_vs_flops(rows: list[dict], title: str = ''):
 
 # %% ../nbs/09_cli.ipynb #c023
 METRIC_KEYS = ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters')
+QUICKSTART_RECIPE = 'cifar10_resnet20'   # the recipe the quickstart runs (./configs/ first, then the shipped one), cut to --epochs
 
-def quickstart(a: argparse.Namespace) -> list[dict]:
-    "Run the quickstart; write results.md, accuracy_vs_flops.png and estimate.png under `a.out`."
-    t0, out, data = time.time(), Path(a.out), a.data or str(data_root())
-    for r in a.r: check_r(r)
+def quickstart_configs(a: argparse.Namespace,  # parsed `quickstart_parser` arguments
+                      ) -> tuple:              # (baseline config or None when --train-baseline is not given, FTWT config)
+    "The quickstart's runs: the stages of `QUICKSTART_RECIPE` with the command's epochs, image counts, data and device."
+    out, data = Path(a.out), a.data or str(data_root())
     if a.train_baseline is not None and a.train_baseline < 1: raise ValueError(f"--train-baseline must be at least 1 epoch, got {a.train_baseline}")
     sizes = dict(subset=a.subset or (512 if a.fast else None), test_subset=a.test_subset or (256 if a.fast else None), max_steps=4 if a.fast else None)
-    common = dict(arch='resnet20', dataset='cifar10', data=data, download=a.download, device=a.device, threads=a.threads, progress=a.progress, **sizes)
-    ftwt = check_config(TrainConfig(**{**load_recipe('cifar10_resnet20', 'ftwt'), **common, 'method': 'ftwt', 'epochs': a.epochs, 'out': str(out)}))
+    common = dict(data=data, download=a.download, device=a.device, threads=a.threads, progress=a.progress, **sizes)
+    ftwt = check_config(TrainConfig(**{**load_recipe(QUICKSTART_RECIPE, 'ftwt'), **common, 'method': 'ftwt', 'epochs': a.epochs, 'out': str(out)}))
+    if not a.train_baseline: return None, ftwt
+    return TrainConfig(**{**load_recipe(QUICKSTART_RECIPE, 'baseline'), **common, 'epochs': a.train_baseline, 'out': str(out / 'baseline')}), ftwt
+
+# %% ../nbs/09_cli.ipynb #c023b
+def quickstart(a: argparse.Namespace) -> list[dict]:
+    "Run the quickstart; write results.md, accuracy_vs_flops.png and estimate.png under `a.out`."
+    t0, out = time.time(), Path(a.out)
+    for r in a.r: check_r(r)
+    baseline, ftwt = quickstart_configs(a)
     print(f"hebbnb quickstart: FTWT on CIFAR-10 ResNet-20, {ftwt.epochs} epochs per r on {ftwt.subset or 'all 50,000'} training images, "
           f"tested on {ftwt.test_subset or 'all 10,000'} test images{' (--fast: figures meaningless)' if a.fast else ''}.", flush=True)
-    if a.train_baseline:
-        fit(TrainConfig(**{**load_recipe('cifar10_resnet20', 'baseline'), **common, 'epochs': a.train_baseline, 'out': str(out / 'baseline')}))
+    if baseline:
+        fit(baseline)
         base = out / 'baseline' / 'last.pt'
     else: base = shipped_checkpoint()
     model, ck = model_from_checkpoint(base, 'none')
     rt = setup_runtime(ftwt)
     test_loader = make_data(ftwt, rt)[1]            # the FTWT runs' test images, for a like-for-like baseline row
     model = model.to(rt.device, memory_format=torch.channels_last)
-    rows = [dict(run='baseline', epochs=ck['epoch'], **{k: v for k, v in evaluate(model, test_loader, rt, static_macs(model, input_size('resnet20')), ftwt.max_steps).items() if k in METRIC_KEYS})]
-    batches = estimation_batches(ck, data, a.download, 4, 128, a.device)
+    rows = [dict(run='baseline', epochs=ck['epoch'], **{k: v for k, v in evaluate(model, test_loader, rt, static_macs(model, input_size(ftwt.arch)), ftwt.max_steps).items() if k in METRIC_KEYS})]
+    batches = estimation_batches(ck, ftwt.data, a.download, 4, 128, a.device)
     curve = reduction_curve(model.to(batches[0].device), batches, sorted(set(DEFAULT_RS) | set(a.r)), how='dense')
     out.mkdir(parents=True, exist_ok=True); plot_budget(curve).savefig(out / 'estimate.png', dpi=110)
     estimated = {e['r']: e['reduction'] for e in curve}

@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, csv, json, math, os, pickle, random, re, signal, time
+import contextlib, csv, json, math, os, pickle, random, re, signal, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
@@ -21,54 +21,75 @@ from .mass import check_r
 from torch.torch_version import TorchVersion
 
 # %% auto #0
-__all__ = ['DATASETS', 'CKPT_FORMAT', 'LOG_FIELDS', 'RUNTIME_FIELDS', 'TrainConfig', 'check_config', 'tiny_config', 'Runtime',
-           'setup_runtime', 'save_atomic', 'load_checkpoint', 'build_model', 'freeze_backbone', 'model_from_checkpoint',
-           'make_optimizers', 'mask_weight', 'head_quality', 'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted',
-           'StopFlag', 'train_epoch', 'resumed_config', 'fit', 'synthetic_images', 'make_data', 'plain_batches']
+__all__ = ['DATASETS', 'CKPT_FORMAT', 'Scheduler', 'LOG_FIELDS', 'OPT_KEYS', 'RUNTIME_FIELDS', 'option', 'TrainConfig',
+           'check_config', 'tiny_config', 'Runtime', 'setup_runtime', 'save_atomic', 'load_checkpoint', 'build_model',
+           'freeze_backbone', 'model_from_checkpoint', 'Optimizers', 'make_optimizers', 'mask_weight', 'head_quality',
+           'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'EpochSums', 'one_batch',
+           'run_epoch', 'train_epoch', 'RunState', 'Run', 'checkpoint', 'restore', 'start_run', 'resume_from',
+           'resumed_config', 'train_phase', 'end_epoch', 'save_checkpoints', 'log_epoch', 'fit_epoch', 'final_metrics',
+           'fit', 'synthetic_images', 'make_data', 'plain_batches']
 
 # %% ../nbs/08_train.ipynb #c006
+DATASETS = ('cifar10', 'cifar100', 'imagenet', 'synthetic')
+
+def option(default=None,             # the field's default (give `factory` instead for a mutable one)
+           help: str | None = None,  # the command line's help for the field's flag; None: no flag (the command sets it)
+           ftwt: bool = False,       # only FTWT uses the field: `hebbnb-baseline` has no flag for it
+           factory=None,             # makes a mutable default, e.g. a list
+          ):
+    "A `TrainConfig` field whose command-line help (and stage) sit beside it; `cli.train_parser` reads them."
+    meta = dict(help=help, ftwt=ftwt)
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+# %% ../nbs/08_train.ipynb #c006b
 @dataclass
 class TrainConfig:
     "Everything that defines a training run (baseline or FTWT)."
-    arch: str = 'resnet20'             # a name from `hebbnb.models.available()`
-    dataset: str = 'cifar10'           # 'cifar10', 'cifar100', 'imagenet' or 'synthetic' (tiny generated data)
-    data: str | None = None            # data folder (default: $HEBBNB_DATA, else ./data)
-    download: bool = True              # download CIFAR through torchvision when it is not found
-    subset: int | None = None          # train on a fixed, seeded, class-balanced subset of this many images
-    test_subset: int | None = None     # evaluate on a fixed, seeded, class-balanced subset of the test set (quick runs)
-    epochs: int = 200                  # training epochs
-    batch_size: int = 128              # batch size per process
-    lr: float = 0.1                    # backbone learning rate
-    momentum: float = 0.9              # SGD momentum (backbone and heads)
-    weight_decay: float = 5e-4         # backbone weight decay (heads have none)
-    schedule: str = 'step'             # 'step' (x gamma at milestones) or 'cosine'
-    milestones: list = field(default_factory=lambda: [81, 122, 151])  # epochs where a step schedule decays
-    gamma: float = 0.1                 # step-schedule decay factor
-    seed: int = 0                      # seeds initialisation, data order and augmentation
-    method: str = 'baseline'           # 'baseline' (dense) or 'ftwt' (gated, with mask loss)
-    init: str | None = None            # FTWT: baseline checkpoint to start from, or 'torchvision' (its ImageNet ResNet-18/34 weights)
-    r: float = 0.9                     # FTWT: heatmap-mass threshold of the labels
-    mode: str = 'decoupled'            # FTWT: 'decoupled' or 'joint'
-    labels: str = 'mass'               # FTWT: 'mass' or 'uniform' labels
-    keep: float | None = None          # FTWT: kept share of filters for labels='uniform'
-    pool: str = 'avg'                  # FTWT: predictor pooling, 'avg' or 'max'
-    softmax: bool = True               # FTWT: softmax over the predictor's pooled input (reference default); False: raw pooled input
-    label_at: str = 'pre'              # FTWT: ResNet conv2 labels before ('pre') or after ('post') the residual addition
-    train: str = 'all'                 # FTWT: 'all' (backbone and heads learn) or 'heads' (frozen backbone runs dense, eval-mode BN; heads learn its labels)
-    mlr: float = 0.1                   # FTWT: predictor-head learning rate
-    mask_weight: float = 1.0           # FTWT: weight w of the mask loss before the cooldown
-    cooldown: float = 0.5              # FTWT: fraction of epochs after which w = 0 and the heads freeze
-    out: str = 'runs/run'              # output folder: checkpoints, log.csv, metrics.json
-    device: str = 'auto'               # 'auto', 'cpu', 'cuda' or 'cuda:N'
-    threads: int | None = None         # CPU threads (default: all cores, shared among local processes)
-    workers: int = 4                   # ImageNet data-loader workers
-    max_steps: int | None = None       # cut every epoch (train and eval) after this many batches: tiny presets
-    progress: bool = True              # tqdm progress bars
-    tensorboard: bool = False          # also log to TensorBoard (needs the tensorboard package)
+    arch: str = option('resnet20', 'architecture (see hebbnb.models.available())')
+    dataset: str = option('cifar10', f"one of {', '.join(DATASETS)}")  # 'synthetic': tiny generated data
+    data: str | None = option(None, 'data folder (default: $HEBBNB_DATA, else ./data)')
+    # download CIFAR through torchvision when it is not found; the flag is --no-download
+    download: bool = option(True, 'never download; fail if the data is missing')
+    # train on a fixed, seeded, class-balanced subset of this many images
+    subset: int | None = option(None, 'train on a fixed class-balanced subset of N images')
+    # evaluate on a fixed, seeded, class-balanced subset of the test set (quick runs)
+    test_subset: int | None = option(None, 'evaluate on a fixed class-balanced subset of N test images')
+    epochs: int = option(200, 'training epochs')
+    batch_size: int = option(128, 'batch size per process')
+    lr: float = option(0.1, 'backbone learning rate')
+    momentum: float = option(0.9, 'SGD momentum')                  # backbone and heads
+    weight_decay: float = option(5e-4, 'backbone weight decay')    # heads have none
+    schedule: str = option('step', "'step' or 'cosine'")           # step: x gamma at milestones
+    milestones: list[int] = option(help='epochs where a step schedule decays', factory=lambda: [81, 122, 151])
+    gamma: float = option(0.1, 'step-schedule decay factor')
+    seed: int = option(0, 'random seed')                           # seeds initialisation, data order and augmentation
+    method: str = option('baseline')  # 'baseline' (dense) or 'ftwt' (gated, with mask loss): the command sets it
+    init: str | None = option(None, "baseline checkpoint to start FTWT from, or 'torchvision' for its ImageNet "
+                              "ResNet-18/34 weights (downloaded into $TORCH_HOME/hub/checkpoints)", ftwt=True)
+    r: float = option(0.9, 'heatmap-mass threshold in (0, 1]', ftwt=True)       # of the labels
+    mode: str = option('decoupled', "'decoupled' or 'joint'", ftwt=True)
+    labels: str = option('mass', "'mass' or 'uniform'", ftwt=True)
+    keep: float | None = option(None, "kept share of filters for --labels uniform", ftwt=True)
+    pool: str = option('avg', "predictor pooling: 'avg' or 'max'", ftwt=True)
+    # softmax over the predictor's pooled input (reference default); False (--no-softmax): raw pooled input
+    softmax: bool = option(True, "feed the heads the pooled input as it is, without the reference code's softmax",
+                           ftwt=True)
+    label_at: str = option('pre', "ResNet conv2 labels 'pre' or 'post' residual addition", ftwt=True)
+    # 'heads': the frozen backbone runs dense with eval-mode BN while the heads learn its labels
+    train: str = option('all', "'all' (backbone and heads learn) or 'heads' (backbone frozen, eval-mode BN; "
+                        "needs --cooldown 1)", ftwt=True)
+    mlr: float = option(0.1, 'predictor-head learning rate', ftwt=True)
+    mask_weight: float = option(1.0, 'mask-loss weight before the cooldown', ftwt=True)   # w
+    cooldown: float = option(0.5, 'fraction of epochs after which the heads freeze', ftwt=True)  # and w = 0
+    out: str = option('runs/run', 'output folder')                 # checkpoints, log.csv, metrics.json
+    device: str = option('auto', "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    threads: int | None = option(None, 'CPU threads per process')  # default: all cores, shared among local processes
+    workers: int = option(4, 'ImageNet loader workers')
+    max_steps: int | None = option(None, 'cut every epoch after N batches (smoke tests)')  # train and eval
+    progress: bool = option(True, 'hide progress bars')            # tqdm progress bars; the flag is --no-progress
+    tensorboard: bool = option(False, 'also log to TensorBoard')   # needs the tensorboard package
 
 # %% ../nbs/08_train.ipynb #c008
-DATASETS = ('cifar10', 'cifar100', 'imagenet', 'synthetic')
-
 def _one_of(name, value, choices):
     if value not in choices: raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
 
@@ -190,7 +211,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 def freeze_backbone(model: nn.Module) -> nn.Module:
-    "Let only the mask heads learn (train='heads'): no gradient for any other parameter; `train_epoch` keeps batch norms in eval mode."
+    "Let only the mask heads learn (train='heads'): no gradient for any other parameter; `run_epoch` keeps batch norms in eval mode."
     heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
     for p in model.parameters(): p.requires_grad_(id(p) in heads)
     return model
@@ -208,8 +229,32 @@ def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[n
     return model.eval(), ck
 
 # %% ../nbs/08_train.ipynb #c022
-def make_optimizers(model: nn.Module, cfg: TrainConfig) -> tuple:
-    "(backbone SGD, heads SGD or None, their schedulers)."
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
+@dataclass
+class Optimizers:
+    "The backbone's and the heads' SGD optimisers with their schedulers; None for a part that does not learn."
+    backbone: torch.optim.Optimizer | None  # conv, BN and linear weights; None for train='heads'
+    masks: torch.optim.Optimizer | None     # the predictor heads; None for a dense model
+    backbone_sched: Scheduler | None        # the backbone's schedule, stepped once per epoch
+    masks_sched: Scheduler | None           # the heads' schedule, stepped once per epoch
+    def zero_grad(self):
+        for o in (self.backbone, self.masks):
+            if o: o.zero_grad(set_to_none=True)
+    def step(self, w: float):  # w: the mask-loss weight; at 0 (the cooldown) the heads stay frozen
+        if self.backbone: self.backbone.step()
+        if self.masks and w > 0: self.masks.step()
+    def step_schedules(self):
+        for s in (self.backbone_sched, self.masks_sched):
+            if s is not None: s.step()
+    def lrs(self) -> dict:  # the log's lr (backbone) and mlr (heads) columns
+        return {k: o.param_groups[0]['lr'] if o else None for k, o in (('lr', self.backbone), ('mlr', self.masks))}
+    def __iter__(self):  # deprecated: unpacks like the tuple `make_optimizers` returned before
+        warnings.warn("unpacking Optimizers is deprecated; read .backbone, .masks, ...", DeprecationWarning, stacklevel=2)
+        return iter((self.backbone, self.masks, self.backbone_sched, self.masks_sched))
+
+def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
+    "SGD for the backbone (none for train='heads') and for the heads (none for a dense model), with `cfg.schedule`."
     heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
     backbone = [p for p in model.parameters() if id(p) not in heads]
     opt_b = torch.optim.SGD(backbone, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) if cfg.train == 'all' else None
@@ -217,7 +262,7 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> tuple:
     def sched(opt):
         if cfg.schedule == 'cosine': return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
-    return opt_b, opt_m, sched(opt_b) if opt_b else None, sched(opt_m) if opt_m else None
+    return Optimizers(opt_b, opt_m, sched(opt_b) if opt_b else None, sched(opt_m) if opt_m else None)
 
 def mask_weight(cfg: TrainConfig, epoch: int) -> float:
     "The mask-loss weight w at `epoch`: `cfg.mask_weight` before the cooldown, 0 after."
@@ -338,13 +383,78 @@ class StopFlag:
         t = torch.tensor([float(self.signum)], device=rt.device); dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-def train_epoch(model, loader, rt: Runtime, opt_b, opt_m, w: float, epoch: int, skip: int = 0,
-                max_steps: int | None = None, stop: StopFlag | None = None, progress: bool = False) -> dict:
-    "Train one epoch; return summed losses/accuracy and `steps` (batches done in this epoch, including `skip`)."
+def _zero(device): return torch.zeros((), dtype=torch.float64, device=device)
+
+@dataclass
+class EpochSums:
+    "What an epoch of training adds up over its images (float64 scalars on the device), and how far it got."
+    loss: Tensor       # () sum over batches of the batch's mean L = L_CE + w L_mask times its size
+    ce: Tensor         # () the same for the cross-entropy L_CE
+    mask_loss: Tensor  # () the same for the mask loss L_mask
+    correct: Tensor    # () correctly classified training images
+    n: Tensor          # () training images
+    steps: int = 0     # batches of the epoch done, counting those skipped on resume
+    @classmethod
+    def zeros(cls, device, steps: int = 0): return cls(*(_zero(device) for _ in range(5)), steps)
+    def add(self, loss: Tensor, ce: Tensor, ml: Tensor, out: Tensor, y: Tensor):  # a batch: out (B, classes), y (B,)
+        for name, v in (('loss', loss.detach() * len(y)), ('ce', ce.detach() * len(y)), ('mask_loss', ml.detach() * len(y)),
+                        ('correct', (out.argmax(1) == y).sum()), ('n', len(y))):
+            getattr(self, name).add_(v)
+    def means(self, rt: Runtime) -> dict:
+        "Per-image losses and training top-1 (%), over all processes: the log's loss, ce, mask_loss, train_top1."
+        t = torch.stack([self.loss, self.ce, self.mask_loss, self.correct, self.n])
+        if rt.distributed: dist.all_reduce(t)
+        loss, ce, ml, correct, n = t.tolist()
+        return dict(loss=loss / n, ce=ce / n, mask_loss=ml / n, train_top1=100 * correct / n)
+
+# %% ../nbs/08_train.ipynb #c030b
+def one_batch(model: nn.Module,   # the model in training mode (DDP-wrapped or not)
+              layers: list,       # its gated layers (empty for a dense model)
+              x: Tensor,          # (B, 3, H, W) images on the device
+              y: Tensor,          # (B,) classes
+              rt: Runtime,        # this process: device and autocast
+              opts: Optimizers,   # what steps
+              w: float,           # the mask-loss weight w (`mask_weight`)
+              sums: EpochSums,    # the epoch's sums, added to in place
+              where: str,         # 'epoch E, step S', for the error message
+             ):
+    "One step: L = L_CE + w L_mask (§3.4), one backward, a step of each optimiser that learns; NaN/inf stops the run."
+    with rt.autocast():
+        out = model(x)
+        ce = F.cross_entropy(out, y)
+    ml = mask_loss([g.logits for g in layers], [g.labels for g in layers]) if layers else torch.zeros((), device=rt.device)
+    loss = ce + w * ml
+    if not torch.isfinite(loss): raise NonFiniteLoss(f"loss is {loss.item()} at {where}")
+    opts.zero_grad()
+    loss.backward()
+    opts.step(w)
+    sums.add(loss, ce, ml, out, y)
+
+# %% ../nbs/08_train.ipynb #c030c
+def run_epoch(model: nn.Module,              # the model (DDP-wrapped or not)
+              loader,                        # training batches (x, y); their order is fixed by (seed, epoch)
+              rt: Runtime,                   # this process
+              opts: Optimizers,              # no backbone optimiser: the backbone is frozen (train='heads')
+              w: float,                      # the mask-loss weight w (`mask_weight`); 0: the heads do not step
+              epoch: int,                    # 0-based, for messages and the progress bar
+              skip: int = 0,                 # batches of this epoch already trained (resuming mid-epoch)
+              max_steps: int | None = None,  # cut the epoch after this many batches
+              stop: StopFlag | None = None,  # checked after every step: a stop request ends the epoch early
+              progress: bool = False,        # show a tqdm bar
+             ) -> EpochSums:
+    "Train one epoch from batch `skip` on; return its sums and the batches done (`steps`, counting `skip`)."
+    from tqdm.auto import tqdm
     model.train()
     layers = gated_layers(_unwrap(model))
-    with _dense_teacher(model, layers) if opt_b is None else contextlib.nullcontext():
-        return _epoch_steps(model, layers, loader, rt, opt_b, opt_m, w, epoch, skip, max_steps, stop, progress)
+    sums, total = EpochSums.zeros(rt.device, skip), min(len(loader), max_steps) if max_steps is not None else len(loader)
+    bar = tqdm(_batches(loader, rt, max_steps), total=total, disable=not progress, leave=False, desc=f'epoch {epoch + 1}')
+    with _dense_teacher(model, layers) if opts.backbone is None else contextlib.nullcontext():
+        for i, (x, y) in enumerate(bar):
+            if i < skip: continue
+            one_batch(model, layers, x, y, rt, opts, w, sums, f'epoch {epoch + 1}, step {i + 1}')
+            sums.steps = i + 1
+            if stop is not None and stop.agreed(rt): break
+    return sums
 
 @contextlib.contextmanager
 def _dense_teacher(model: nn.Module, layers: list):
@@ -353,59 +463,100 @@ def _dense_teacher(model: nn.Module, layers: list):
         if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
     with _masks_from(layers, 'none'): yield
 
-def _epoch_steps(model, layers, loader, rt, opt_b, opt_m, w, epoch, skip, max_steps, stop, progress) -> dict:
-    from tqdm.auto import tqdm
-    sums, steps = torch.zeros(5, dtype=torch.float64, device=rt.device), skip  # loss, ce, mask loss, correct, n
-    total = min(len(loader), max_steps) if max_steps is not None else len(loader)
-    for i, (x, y) in enumerate(tqdm(_batches(loader, rt, max_steps), total=total, disable=not progress, leave=False, desc=f'epoch {epoch + 1}')):
-        if i < skip: continue
-        with rt.autocast():
-            out = model(x)
-            ce = F.cross_entropy(out, y)
-        ml = mask_loss([g.logits for g in layers], [g.labels for g in layers]) if layers else torch.zeros((), device=rt.device)
-        loss = ce + w * ml
-        if not torch.isfinite(loss): raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
-        if opt_b: opt_b.zero_grad(set_to_none=True)
-        if opt_m: opt_m.zero_grad(set_to_none=True)
-        loss.backward()
-        if opt_b: opt_b.step()
-        if opt_m and w > 0: opt_m.step()
-        sums += torch.stack([loss.detach() * len(y), ce.detach() * len(y), ml.detach() * len(y), (out.argmax(1) == y).sum(), torch.tensor(len(y), device=rt.device)]).double()
-        steps = i + 1
-        if stop is not None and stop.agreed(rt): break
-    return dict(sums=sums, steps=steps)
+def train_epoch(model, loader, rt, opt_b, opt_m, w, epoch, skip=0, max_steps=None, stop=None, progress=False) -> EpochSums:
+    "Deprecated: `run_epoch` with the optimisers as an `Optimizers`."
+    warnings.warn("train_epoch is deprecated; use run_epoch(model, loader, rt, Optimizers(...), ...)", DeprecationWarning, stacklevel=2)
+    return run_epoch(model, loader, rt, Optimizers(opt_b, opt_m, None, None), w, epoch, skip, max_steps, stop, progress)
 
 # %% ../nbs/08_train.ipynb #c032
 LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
               'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters', 'seconds']
 LOG_FIELDS += ['epochs']   # the run's planned total when the epoch ran: changes where --resume extended the run
 
-def _write_log(rows: list[dict], out: Path):
-    tmp = out / '.log.csv.tmp'
-    with open(tmp, 'w', newline='') as f:
-        wr = csv.DictWriter(f, LOG_FIELDS); wr.writeheader(); wr.writerows(rows)
-    os.replace(tmp, out / 'log.csv')
+@dataclass
+class RunState:
+    "Where a run stands: what a checkpoint keeps beside the weights, optimiser and RNG states (under these names)."
+    epoch: int = 0                                   # epochs finished, so the next one to run (0-based)
+    step: int = 0                                    # batches of that epoch already trained (a stop mid-epoch)
+    best_top1: float = -1.                           # the best test top-1 (%) so far
+    log: list = field(default_factory=list)          # the log.csv rows so far
+    metrics: dict = field(default_factory=dict)      # the last evaluation (`evaluate`)
+    extensions: list = field(default_factory=list)   # each resume that raised `epochs`: at_epoch, epochs_from, epochs_to
+
+@dataclass
+class Run:
+    "What `fit` works with: config, process, data, the model (bare and as trained), optimisers and the run's state."
+    cfg: TrainConfig     # the run's config (after `resumed_config`)
+    rt: Runtime          # this process
+    out: Path            # the output folder, `cfg.out`
+    train: object        # training batches
+    test: object         # test batches
+    num_classes: int     # classes of `cfg.dataset`
+    core: nn.Module      # the model itself: what checkpoints save
+    model: nn.Module     # what trains: `core`, DDP-wrapped when there are several processes
+    static: int          # dense MACs per image (`static_macs`): the base of every FLOPs reduction
+    opts: Optimizers     # backbone and heads optimisers with their schedulers
+    state: RunState = field(default_factory=RunState)
+
+# %% ../nbs/08_train.ipynb #c032b
+OPT_KEYS = dict(backbone='opt_backbone', masks='opt_mask', backbone_sched='sched_backbone', masks_sched='sched_mask')
 
 def _rng_state(): return dict(torch=torch.get_rng_state(), python=random.getstate(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 def _set_rng_state(s):   # the setters take CPU byte tensors only, wherever the checkpoint was mapped
     torch.set_rng_state(s['torch'].cpu()); random.setstate(s['python'])
     if s.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in s['cuda']])
 
-def _checkpoint(cfg, core, num_classes, opts, epoch, step, best, rows, metrics, extensions=()) -> dict:
-    opt_b, opt_m, s_b, s_m = opts
-    sd = lambda o: o.state_dict() if o is not None else None
-    return dict(format=CKPT_FORMAT, config=asdict(cfg), arch=cfg.arch, dataset=cfg.dataset, num_classes=num_classes,
-                gated=bool(gated_layers(core)), model=core.state_dict(), opt_backbone=sd(opt_b), opt_mask=sd(opt_m),
-                sched_backbone=sd(s_b), sched_mask=sd(s_m), epoch=epoch, step=step, best_top1=best, log=rows,
-                metrics=metrics, rng=_rng_state(), torch_version=str(torch.__version__), extensions=list(extensions))
+def checkpoint(run: Run) -> dict:
+    "Everything needed to continue `run` exactly where it stands (format `CKPT_FORMAT`: these keys, never renamed)."
+    cfg, s = run.cfg, run.state
+    opts = {key: o.state_dict() if o is not None else None for name, key in OPT_KEYS.items() for o in [getattr(run.opts, name)]}
+    return dict(format=CKPT_FORMAT, config=asdict(cfg), arch=cfg.arch, dataset=cfg.dataset, num_classes=run.num_classes,
+                gated=bool(gated_layers(run.core)), model=run.core.state_dict(), **opts, epoch=s.epoch, step=s.step,
+                best_top1=s.best_top1, log=s.log, metrics=s.metrics, rng=_rng_state(), torch_version=str(torch.__version__),
+                extensions=list(s.extensions))
 
-def _restore(ck, core, opts):
-    core.load_state_dict(ck['model'])
-    for o, key in zip(opts, ('opt_backbone', 'opt_mask', 'sched_backbone', 'sched_mask')):
-        if o is not None and ck[key] is not None: o.load_state_dict(ck[key])
+def restore(run: Run, ck: dict):
+    "Load weights, optimiser and scheduler states, RNG states and the run's state from checkpoint `ck` into `run`."
+    run.core.load_state_dict(ck['model'])
+    for name, key in OPT_KEYS.items():
+        if getattr(run.opts, name) is not None and ck[key] is not None: getattr(run.opts, name).load_state_dict(ck[key])
     _set_rng_state(ck['rng'])
-    return ck['epoch'], ck['step'], ck['best_top1'], ck['log'], ck.get('metrics') or {}, ck.get('extensions', [])
+    run.state = RunState(ck['epoch'], ck['step'], ck['best_top1'], ck['log'], ck.get('metrics') or {}, ck.get('extensions', []))
 
+# %% ../nbs/08_train.ipynb #c033
+def _say(rt, *a):
+    if rt.main: print(*a, flush=True)
+
+def start_run(cfg: TrainConfig,       # the run asked for
+              resume: bool = False,    # continue from `cfg.out`/last.pt when it exists
+             ) -> Run:
+    "Validate `cfg` (against the saved run when resuming), set up the process, data, model and optimisers."
+    check_config(cfg)
+    last = Path(cfg.out) / 'last.pt'
+    saved = TrainConfig(**load_checkpoint(last)['config']) if resume and last.is_file() else None
+    if saved: cfg = resumed_config(saved, cfg, last)
+    rt = setup_runtime(cfg)
+    _say(rt, f"hebbnb {cfg.method}: " + json.dumps(asdict(cfg)))
+    torch.manual_seed(cfg.seed); random.seed(cfg.seed)
+    train, test, num_classes = make_data(cfg, rt)
+    core = build_model(cfg, num_classes).to(rt.device, memory_format=torch.channels_last)
+    run = Run(cfg, rt, Path(cfg.out), train, test, num_classes, core, core, static_macs(core, input_size(cfg.arch)),
+              make_optimizers(core, cfg))
+    if saved: resume_from(run, saved)
+    if rt.distributed: run.model = nn.parallel.DistributedDataParallel(core, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None)
+    return run
+
+def resume_from(run: Run, saved: TrainConfig):
+    "Continue `run` from its last.pt (trained as `saved` says); re-plan the schedule when `epochs` grew."
+    cfg, last = run.cfg, run.out / 'last.pt'
+    restore(run, load_checkpoint(last, map_location=run.rt.device))
+    _say(run.rt, f"resuming {last} at epoch {run.state.epoch + 1}, step {run.state.step}")
+    if cfg.epochs > saved.epochs:
+        _replan(run.opts, cfg, run.state.epoch)
+        run.state.extensions.append(dict(at_epoch=run.state.epoch, epochs_from=saved.epochs, epochs_to=cfg.epochs))
+        _say(run.rt, f"extending the run from {saved.epochs} to {cfg.epochs} epochs" + (f": cosine schedule re-planned over {cfg.epochs} epochs, lr now {run.opts.backbone.param_groups[0]['lr']:.4g}" if cfg.schedule == 'cosine' else ''))
+
+# %% ../nbs/08_train.ipynb #c032c
 RUNTIME_FIELDS = ('data', 'download', 'device', 'threads', 'workers', 'progress', 'tensorboard', 'out')  # how and where a run executes: free to change on resume
 
 def resumed_config(saved: TrainConfig,  # the config stored in the run's last.pt
@@ -421,10 +572,10 @@ def resumed_config(saved: TrainConfig,  # the config stored in the run's last.pt
         raise ValueError(f"--resume: {flag} is {now!r} but {path} was trained with {was!r}{hint}; give the saved value or drop the flag, or start a new --out")
     return given
 
-def _replan(opts, cfg: TrainConfig, epoch: int):
+def _replan(opts: Optimizers, cfg: TrainConfig, epoch: int):
     "After `epochs` grew on resume: re-plan a cosine schedule over the new total from `epoch` on; step milestones stay."
     if cfg.schedule != 'cosine': return
-    for opt, sch in ((opts[0], opts[2]), (opts[1], opts[3])):
+    for opt, sch in ((opts.backbone, opts.backbone_sched), (opts.masks, opts.masks_sched)):
         if sch is None: continue
         sch.T_max = cfg.epochs
         for g, lr0 in zip(opt.param_groups, sch.base_lrs):
@@ -432,87 +583,126 @@ def _replan(opts, cfg: TrainConfig, epoch: int):
             g['lr'] = sch.eta_min + (lr0 - sch.eta_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
         sch._last_lr = [g['lr'] for g in opt.param_groups]
 
-# %% ../nbs/08_train.ipynb #c033
-def _say(rt, *a):
-    if rt.main: print(*a, flush=True)
+# %% ../nbs/08_train.ipynb #c033c
+def _epoch_length(loader, max_steps): return min(len(loader), max_steps) if max_steps else len(loader)
 
-def fit(cfg: TrainConfig,             # the run
-        resume: bool = False,          # continue from `cfg.out`/last.pt when it exists
-        stop: StopFlag | None = None,  # stop request checked between steps (default: set by SIGINT/SIGTERM)
-       ) -> dict:                      # the final metrics, as written to metrics.json
-    "Train a baseline or FTWT model as `cfg` says; write checkpoints, log.csv and metrics.json to `cfg.out`."
+def train_phase(run: Run,         # the run, at the start of epoch `run.state.epoch` (or part way into it)
+                w: float,         # the mask-loss weight w of this epoch
+                stop: StopFlag,   # a stop request ends the epoch early
+               ) -> dict:         # the log's loss, ce, mask_loss, train_top1 (`EpochSums.means`)
+    "Train the rest of the current epoch; when a stop request cut it short, save last.pt and raise `Interrupted`."
     from hebbnb.data import interactive
-    check_config(cfg)
-    out = Path(cfg.out)
-    saved = TrainConfig(**load_checkpoint(out / 'last.pt')['config']) if resume and (out / 'last.pt').is_file() else None
-    if saved: cfg = resumed_config(saved, cfg, out / 'last.pt')
-    rt = setup_runtime(cfg)
-    _say(rt, f"hebbnb {cfg.method}: " + json.dumps(asdict(cfg)))
-    torch.manual_seed(cfg.seed); random.seed(cfg.seed)
-    train_loader, test_loader, num_classes = make_data(cfg, rt)
-    core = build_model(cfg, num_classes).to(rt.device, memory_format=torch.channels_last)
-    static = static_macs(core, input_size(cfg.arch))
-    opts = make_optimizers(core, cfg)
-    start, skip, best, rows, metrics, extensions = 0, 0, -1., [], {}, []
-    if saved:
-        start, skip, best, rows, metrics, extensions = _restore(load_checkpoint(out / 'last.pt', map_location=rt.device), core, opts)
-        _say(rt, f"resuming {out / 'last.pt'} at epoch {start + 1}, step {skip}")
-        if cfg.epochs > saved.epochs:
-            _replan(opts, cfg, start); extensions.append(dict(at_epoch=start, epochs_from=saved.epochs, epochs_to=cfg.epochs))
-            _say(rt, f"extending the run from {saved.epochs} to {cfg.epochs} epochs" + (f": cosine schedule re-planned over {cfg.epochs} epochs, lr now {opts[0].param_groups[0]['lr']:.4g}" if cfg.schedule == 'cosine' else ''))
-    model = nn.parallel.DistributedDataParallel(core, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None) if rt.distributed else core
-    stop, handlers = stop or StopFlag(), {}
-    if rt.main: out.mkdir(parents=True, exist_ok=True)
+    cfg, s = run.cfg, run.state
+    for loader in (run.train, getattr(run.train, 'sampler', None)):
+        if hasattr(loader, 'set_epoch'): loader.set_epoch(s.epoch)
+    sums = run_epoch(run.model, run.train, run.rt, run.opts, w, s.epoch, s.step, cfg.max_steps, stop,
+                     cfg.progress and run.rt.main and interactive())
+    if sums.steps < _epoch_length(run.train, cfg.max_steps):
+        s.step = sums.steps
+        if run.rt.main: save_atomic(checkpoint(run), run.out / 'last.pt')
+        raise Interrupted(f"stopped at epoch {s.epoch + 1}, step {s.step}; checkpoint saved to {run.out / 'last.pt'} (continue with --resume)")
+    return sums.means(run.rt)
+
+def end_epoch(run: Run,      # the run whose epoch `run.state.epoch` was just trained
+              row: dict,     # that epoch's log.csv row
+              metrics: dict, # its evaluation (`evaluate`)
+             ) -> bool:      # whether top-1 improved on the best so far
+    "Step the schedules and move the run's state on to the next epoch."
+    run.opts.step_schedules()
+    s, improved = run.state, metrics['top1'] > run.state.best_top1
+    s.log.append(row); s.metrics, s.epoch, s.step, s.best_top1 = metrics, s.epoch + 1, 0, max(s.best_top1, metrics['top1'])
+    return improved
+
+# %% ../nbs/08_train.ipynb #c033d
+def _write_log(rows: list[dict], out: Path):
+    tmp = out / '.log.csv.tmp'
+    with open(tmp, 'w', newline='') as f:
+        wr = csv.DictWriter(f, LOG_FIELDS); wr.writeheader(); wr.writerows(rows)
+    os.replace(tmp, out / 'log.csv')
+
+def save_checkpoints(run: Run, improved: bool):  # improved: the epoch just ended set a new best top-1
+    "Rank 0 saves last.pt, and best.pt on a new best top-1."
+    if not run.rt.main: return
+    ck = checkpoint(run)
+    save_atomic(ck, run.out / 'last.pt')
+    if improved: save_atomic(ck, run.out / 'best.pt')
+
+def log_epoch(run: Run, row: dict, tb=None):  # row: the epoch's log.csv row; tb: a TensorBoard writer or None
+    "Rank 0 rewrites log.csv and logs to TensorBoard; one line per epoch on the console."
+    m = run.state.metrics
+    if run.rt.main:
+        _write_log(run.state.log, run.out)
+        if tb: [tb.add_scalar(k, v, row['epoch']) for k, v in row.items() if isinstance(v, (int, float))]
+    heads = f"  mask acc {m['mask_accuracy']:.1f}%" if m['mask_accuracy'] is not None else ''
+    _say(run.rt, f"epoch {row['epoch']}/{run.cfg.epochs}  loss {row['loss']:.3f}  train {row['train_top1']:.2f}%  top1 {m['top1']:.2f}%  "
+                 f"FLOPs reduction {m['flops_reduction']:.1f}%{heads}  {row['seconds']:.0f}s")
+
+# %% ../nbs/08_train.ipynb #c033e
+def fit_epoch(run: Run,         # the run, at the start of epoch `run.state.epoch` (or part way into it)
+              stop: StopFlag,   # a stop request saves last.pt and raises `Interrupted`
+              tb=None,          # a TensorBoard writer, or None
+             ) -> dict:         # the epoch's log.csv row
+    "One epoch of `fit`: train, evaluate, step the schedules, save the checkpoints, log."
+    t0, epoch, w = time.time(), run.state.epoch, mask_weight(run.cfg, run.state.epoch)
+    train = train_phase(run, w, stop)
+    metrics = evaluate(run.model, run.test, run.rt, run.static, run.cfg.max_steps)
+    row = dict(epoch=epoch + 1, **run.opts.lrs(), w=w, **train, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
+               seconds=time.time() - t0, epochs=run.cfg.epochs)
+    improved = end_epoch(run, row, metrics)
+    save_checkpoints(run, improved)
+    log_epoch(run, row, tb)
+    return row
+
+# %% ../nbs/08_train.ipynb #c033g
+def final_metrics(run: Run,                # the finished run
+                  command: str | None,     # the command line that started it (None: called from Python)
+                 ) -> dict:
+    "The run's results: last evaluation, best top-1, exact MACs, the static/dynamic split of the saving, and the config."
+    cfg, s, m, core = run.cfg, run.state, run.state.metrics, run.core
+    split = saving_split(core, run.test, run.rt, cfg.max_steps) if gated_layers(core) else {}
+    ftwt = lambda v: v if cfg.method == 'ftwt' else None
+    return dict(top1=m.get('top1'), best_top1=s.best_top1, macs=m.get('macs'), static_macs=run.static,
+                flops_reduction=m.get('flops_reduction'), flops_reduction_paper=m.get('flops_reduction_paper'),
+                static_saving=split.get('static_saving'), dynamic_saving=split.get('dynamic_saving'),
+                mask_accuracy=m.get('mask_accuracy'), balanced_accuracy=m.get('balanced_accuracy'), f1=m.get('f1'),
+                keep_ratio=m.get('keep_ratio'), dynamic_filters=m.get('dynamic_filters'), per_layer=m.get('per_layer'),
+                per_layer_macs=split.get('per_layer_macs'), train=cfg.train, head_macs=head_macs(core), method=cfg.method,
+                arch=cfg.arch, dataset=cfg.dataset, r=ftwt(cfg.r), mode=ftwt(cfg.mode), labels=ftwt(cfg.labels), keep=cfg.keep,
+                epochs=cfg.epochs, subset=cfg.subset, seconds=sum(r['seconds'] for r in s.log), world_size=run.rt.world_size,
+                device=str(run.rt.device), config=asdict(cfg), extensions=s.extensions, command=command)
+
+# %% ../nbs/08_train.ipynb #c033h
+@contextlib.contextmanager
+def _on_signals(stop: StopFlag):
+    "Inside the block SIGINT and SIGTERM set `stop` (only the main thread may install handlers); afterwards the old ones return."
+    handlers = {}
     for s in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError): handlers[s] = signal.signal(s, stop)  # only the main thread may
-    tb = _tensorboard(cfg, out) if cfg.tensorboard and rt.main else None
-    try:
-        for epoch in range(start, cfg.epochs):
-            t0, w = time.time(), mask_weight(cfg, epoch)
-            for loader in (train_loader, getattr(train_loader, 'sampler', None)):
-                if hasattr(loader, 'set_epoch'): loader.set_epoch(epoch)
-            res = train_epoch(model, train_loader, rt, opts[0], opts[1], w, epoch, skip, cfg.max_steps, stop, cfg.progress and rt.main and interactive())
-            done = res['steps'] >= (min(len(train_loader), cfg.max_steps) if cfg.max_steps else len(train_loader))
-            if not done:
-                if rt.main: save_atomic(_checkpoint(cfg, core, num_classes, opts, epoch, res['steps'], best, rows, metrics, extensions), out / 'last.pt')
-                raise Interrupted(f"stopped at epoch {epoch + 1}, step {res['steps']}; checkpoint saved to {out / 'last.pt'} (continue with --resume)")
-            skip = 0
-            if rt.distributed: dist.all_reduce(res['sums'])
-            loss, ce, ml, correct, n = res['sums'].tolist()
-            metrics = evaluate(model, test_loader, rt, static, cfg.max_steps)
-            row = dict(epoch=epoch + 1, lr=opts[0].param_groups[0]['lr'] if opts[0] else None, mlr=opts[1].param_groups[0]['lr'] if opts[1] else None, w=w,
-                       loss=loss / n, ce=ce / n, mask_loss=ml / n, train_top1=100 * correct / n, **{k: metrics[k] for k in LOG_FIELDS if k in metrics},
-                       seconds=time.time() - t0, epochs=cfg.epochs)
-            rows.append(row)
-            for sch in opts[2:]:
-                if sch is not None: sch.step()
-            if rt.main:
-                _write_log(rows, out)
-                ck = _checkpoint(cfg, core, num_classes, opts, epoch + 1, 0, max(best, metrics['top1']), rows, metrics, extensions)
-                save_atomic(ck, out / 'last.pt')
-                if metrics['top1'] > best: save_atomic(ck, out / 'best.pt')
-                if tb: [tb.add_scalar(k, v, epoch + 1) for k, v in row.items() if isinstance(v, (int, float))]
-            best = max(best, metrics['top1'])
-            heads = f"  mask acc {metrics['mask_accuracy']:.1f}%" if metrics['mask_accuracy'] is not None else ''
-            _say(rt, f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.3f}  train {row['train_top1']:.2f}%  top1 {metrics['top1']:.2f}%  "
-                     f"FLOPs reduction {metrics['flops_reduction']:.1f}%{heads}  {row['seconds']:.0f}s")
+        with contextlib.suppress(ValueError): handlers[s] = signal.signal(s, stop)
+    try: yield
     finally:
         for s, h in handlers.items(): signal.signal(s, h)
-        if tb: tb.close()
-    split = saving_split(core, test_loader, rt, cfg.max_steps) if gated_layers(core) else {}
-    final = dict(top1=metrics.get('top1'), best_top1=best, macs=metrics.get('macs'), static_macs=static,
-                 flops_reduction=metrics.get('flops_reduction'), flops_reduction_paper=metrics.get('flops_reduction_paper'),
-                 static_saving=split.get('static_saving'), dynamic_saving=split.get('dynamic_saving'),
-                 mask_accuracy=metrics.get('mask_accuracy'), balanced_accuracy=metrics.get('balanced_accuracy'), f1=metrics.get('f1'),
-                 keep_ratio=metrics.get('keep_ratio'), dynamic_filters=metrics.get('dynamic_filters'), per_layer=metrics.get('per_layer'),
-                 per_layer_macs=split.get('per_layer_macs'), train=cfg.train, head_macs=head_macs(core), method=cfg.method, arch=cfg.arch,
-                 dataset=cfg.dataset, r=cfg.r if cfg.method == 'ftwt' else None, mode=cfg.mode if cfg.method == 'ftwt' else None,
-                 labels=cfg.labels if cfg.method == 'ftwt' else None, keep=cfg.keep, epochs=cfg.epochs, subset=cfg.subset,
-                 seconds=sum(r['seconds'] for r in rows), world_size=rt.world_size, device=str(rt.device), config=asdict(cfg), extensions=extensions)
-    if rt.main: (out / 'metrics.json').write_text(json.dumps(final, indent=2))
-    return final
 
-def _tensorboard(cfg, out):
+@contextlib.contextmanager
+def _tensorboard(run: Run):
+    "A TensorBoard writer into `out/tb` on rank 0 when `cfg.tensorboard`, else None."
+    if not (run.cfg.tensorboard and run.rt.main): yield None; return
     try: from torch.utils.tensorboard import SummaryWriter
     except ImportError: raise ValueError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(out / 'tb')
+    tb = SummaryWriter(run.out / 'tb')
+    try: yield tb
+    finally: tb.close()
+
+def fit(cfg: TrainConfig,              # the run
+        resume: bool = False,           # continue from `cfg.out`/last.pt when it exists
+        stop: StopFlag | None = None,   # stop request checked between steps (default: set by SIGINT/SIGTERM)
+        command: str | None = None,     # the command line that asked for the run, recorded in metrics.json
+       ) -> dict:                       # the final metrics, as written to metrics.json
+    "Train a baseline or FTWT model as `cfg` says; write checkpoints, log.csv and metrics.json to `cfg.out`."
+    run = start_run(cfg, resume)
+    stop = stop or StopFlag()
+    if run.rt.main: run.out.mkdir(parents=True, exist_ok=True)
+    with _on_signals(stop), _tensorboard(run) as tb:
+        while run.state.epoch < run.cfg.epochs: fit_epoch(run, stop, tb)
+    final = final_metrics(run, command)
+    if run.rt.main: (run.out / 'metrics.json').write_text(json.dumps(final, indent=2))   # its one writer
+    return final

@@ -226,3 +226,42 @@ def test_quickstart_fast_starts_from_the_shipped_baseline(tmp_path):
     table = (tmp_path / 'q' / 'results.md').read_text()
     assert 'cifar10_resnet20_baseline.pt' in table and '| baseline |  | 40 |' in table and '| FTWT r=0.8 | 0.8 | 2 |' in table
     assert not (tmp_path / 'q' / 'baseline').exists()   # no baseline was trained
+
+@pytest.mark.parametrize('prog, stage', [('hebbnb-train', 'ftwt'), ('hebbnb-baseline', 'baseline')])
+def test_every_config_field_is_a_flag_with_its_help(monkeypatch, prog, stage):
+    "--help of each training command shows a flag for every TrainConfig field of its stage, with the field's help text."
+    import re
+    from dataclasses import fields
+    from hebbnb.train import TrainConfig
+    monkeypatch.setenv('COLUMNS', '1000')   # no line wrapping: each help text appears whole
+    r = script(prog, '--help')
+    assert r.returncode == 0, r.stderr
+    text = ' '.join(r.stdout.split())
+    for f in fields(TrainConfig):
+        flag = re.search(rf"--(no-)?{f.name.replace('_', '-')}\b", r.stdout)
+        if f.name == 'method' or (stage == 'baseline' and f.metadata['ftwt']): assert flag is None, f.name; continue
+        assert flag and ' '.join(f.metadata['help'].split()) in text, f.name
+    assert ('--init' in r.stdout, '--no-softmax' in r.stdout) == ((stage == 'ftwt',) * 2)
+
+def test_cli_run_records_its_command_once(tmp_path):
+    "fit writes metrics.json once, with the command line the CLI gave it; a Python call records none."
+    code, out, err = call(baseline_main, TINY + ['--out', tmp_path / 'b'])
+    assert code == 0, err
+    m = json.loads((tmp_path / 'b' / 'metrics.json').read_text())
+    assert m['command'] == 'hebbnb-baseline ' + ' '.join(TINY + ['--out', str(tmp_path / 'b')]) and json.loads(out.splitlines()[-1])['top1'] == m['top1']
+    assert fit(tiny_config(out=str(tmp_path / 'p'), epochs=1, max_steps=2, threads=1))['command'] is None
+
+def test_quickstart_reads_its_recipe(tmp_path, monkeypatch):
+    "The quickstart's runs come from the recipe `cifar10_resnet20` (a ./configs/ one overrides the shipped one), cut to --epochs."
+    from hebbnb.cli import quickstart_parser, quickstart_configs, load_recipe
+    a = quickstart_parser().parse_args(['--fast', '--train-baseline', '3', '--epochs', '1', '--out', str(tmp_path / 'q')])
+    base, ftwt = quickstart_configs(a)
+    shipped = load_recipe('cifar10_resnet20', 'ftwt')
+    assert {k: getattr(ftwt, k) for k in shipped if k != 'epochs'} == {k: v for k, v in shipped.items() if k != 'epochs'}
+    assert (ftwt.epochs, ftwt.subset, base.epochs, base.lr, base.schedule) == (1, 512, 3, 0.1, 'cosine')
+    (tmp_path / 'configs').mkdir()
+    (tmp_path / 'configs' / 'cifar10_resnet20.json').write_text(json.dumps(
+        dict(arch='resnet20', dataset='cifar10', baseline=dict(lr=0.2), ftwt=dict(lr=0.03, mlr=0.2, r=0.7, batch_size=64))))
+    monkeypatch.chdir(tmp_path)
+    base, ftwt = quickstart_configs(a)
+    assert (ftwt.lr, ftwt.mlr, ftwt.r, ftwt.batch_size, ftwt.schedule, base.lr) == (0.03, 0.2, 0.7, 64, 'step', 0.2)
