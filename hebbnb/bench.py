@@ -15,14 +15,15 @@ import torch.nn.functional as F
 from .gating import set_mask_source
 from .models import input_size
 from .flops import static_macs, dynamic_macs
+from .data import cifar_images
 from .sparse import (CL, NCHW, SparseConv, SparseNet, ConvStep, BlockStep, InvResStep, PoolStep, LinearStep,
                            PadShortcut, sparse_conv, run_steps, random_gated, to_sparse, check_exact, executed_macs,
-                           cifar_images, _head, _keep, _dense, _weights, _depthwise)
+                           _head, _keep, _dense, _weights, _depthwise)
 
 # %% auto #0
 __all__ = ['BENCH_COLUMNS', 'StaticConv', 'StaticBlock', 'StaticInvRes', 'static_steps', 'run_static', 'tmin', 'latency',
            'profile_layers', 'tune_layers', 'cpu_name', 'bench', 'plot_speedup', 'merge_rows', 'read_rows',
-           'plot_table', 'bench_parser', 'other_load', 'bench_main']
+           'plot_table', 'bench_parser', 'other_load', 'run_bench']
 
 # %% ../nbs/10a_bench.ipynb #c044
 @dataclass
@@ -363,7 +364,8 @@ def other_load(seconds: float = 0.5) -> float | None:
     # busy CPUs = busy ticks / all ticks * CPUs; ours = our CPU seconds / wall seconds
     return max(0., (b1 - b0) / max(t1 - t0, 1) * ncpu - (o1 - o0) / wall)
 
-def _bench(argv=None):
+def run_bench(argv: list[str] | None = None):  # command-line arguments; default sys.argv[1:]
+    "Run `hebbnb-bench` (console script `hebbnb.cli.bench_main`): parse `argv`, time the variants, write the CSV and plots."
     a = bench_parser().parse_args(argv)
     if a.images < 1 or a.repeats < 1 or min(a.threads) < 1: raise ValueError("--images, --repeats and --threads must be positive")
     n, repeats = (min(a.images, 8), 1) if a.quick else (a.images, a.repeats)
@@ -402,8 +404,3 @@ def _bench(argv=None):
         plot_table(table).savefig(Path(a.table).with_suffix('.png'), dpi=120)
     if others is not None and others > 0.5: print(f"hebbnb-bench: other processes kept {others:.1f} of {os.cpu_count()} CPUs busy just before timing: results are contended", file=sys.stderr)
     for row in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-
-def bench_main(argv=None):
-    "Console script `hebbnb-bench`."
-    from hebbnb.cli import run_cli
-    sys.exit(run_cli('hebbnb-bench', _bench, argv))

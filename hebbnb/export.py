@@ -21,7 +21,7 @@ from .deploy import ExportedNet, FORMAT, save_exported, load_exported
 
 # %% auto #0
 __all__ = ['SPEED_COLUMNS', 'filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export', 'export_sizes',
-           'write_onnx', 'export_parser', 'export_checkpoint', 'export_main', 'time_variants', 'merge_variant_rows',
+           'write_onnx', 'export_parser', 'export_checkpoint', 'run_export', 'time_variants', 'merge_variant_rows',
            'bench_variants']
 
 # %% ../nbs/11_export.ipynb #c006
@@ -297,14 +297,11 @@ def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` argum
     (out / 'export.json').write_text(json.dumps(report, indent=1))
     return report
 
-def export_main(argv=None):
-    "Console script `hebbnb-export`."
-    from hebbnb.cli import run_cli
-    def go(argv):
-        argv = sys.argv[1:] if argv is None else list(argv)
-        r = export_checkpoint(export_parser().parse_args(argv), shlex.join(['hebbnb-export', *argv]))
-        print(json.dumps({k: r[k] for k in ('arch', 'params', 'macs', 'saving_kept', 'test', 'exact')}))
-    sys.exit(run_cli('hebbnb-export', go, argv))
+def run_export(argv: list[str] | None = None):  # command-line arguments; default sys.argv[1:]
+    "Run `hebbnb-export` (console script `hebbnb.cli.export_main`): export the checkpoint, print the summary as JSON."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    r = export_checkpoint(export_parser().parse_args(argv), shlex.join(['hebbnb-export', *argv]))
+    print(json.dumps({k: r[k] for k in ('arch', 'params', 'macs', 'saving_kept', 'test', 'exact')}))
 
 # %% ../nbs/11_export.ipynb #c034
 SPEED_COLUMNS = ['arch', 'r', 'variant', 'batch', 'threads', 'ms', 'ms_p90', 'images_per_s', 'macs', 'macs_ratio', 'speedup', 'R',

@@ -13,11 +13,12 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from .gating import GatedConv, GatedBasicBlock, gate, gated_layers, set_mask_source
 from .models import ZeroPadShortcut, InvertedResidual, create, input_size
+from .data import calibrate_bn
 
 # %% auto #0
 __all__ = ['CL', 'NCHW', 'LayerRunner', 'random_gated', 'fold_bn', 'SparseConv', 'sparse_conv', 'Step', 'ConvStep', 'PoolStep',
            'LinearStep', 'PadShortcut', 'BlockStep', 'InvResStep', 'compile_steps', 'run_steps', 'layers_of',
-           'SparseNet', 'to_sparse', 'check_exact', 'cifar_images', 'executed_macs', 'dense_macs_of', 'union_share']
+           'SparseNet', 'to_sparse', 'check_exact', 'executed_macs', 'dense_macs_of', 'union_share']
 
 # %% ../nbs/10_sparse.ipynb #c006
 @torch.no_grad()
@@ -34,10 +35,7 @@ def random_gated(arch: str = 'resnet20',       # a name from `hebbnb.models.avai
         torch.manual_seed(seed)
         model = gate(create(arch), **gate_kw)
         if x is None: x = torch.randn(n, *input_size(arch))
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns: m.reset_running_stats(); m.momentum = None   # cumulative average: the statistics of `x`
-    set_mask_source(model, 'none').train()(x)
-    for m in bns: m.momentum = 0.1
+    calibrate_bn(set_mask_source(model, 'none'), x)   # batch-norm statistics of `x`, the dense network's
     def shift(pred, args, z):  # z: (B, C) logits; move the (1 - keep) quantile of each filter to 0
         q = torch.quantile(z, 1 - keep, dim=0)
         pred.fc.bias -= q
@@ -364,18 +362,6 @@ def check_exact(model: nn.Module,      # gated model; set to eval mode and predi
                 same_masks=same_masks / len(x),    # share of images whose masks agree in every layer
                 mask_flips=flips,                  # filter decisions that differ, over all images and layers
                 max_flip_logit=tie)                # largest |head logit| (reference) among those: a tie if ~1e-7 or less
-
-# %% ../nbs/10_sparse.ipynb #c041
-def cifar_images(n: int,                   # images
-                 split: str = 'test',      # 'train' or 'test'
-                 data: str | None = None,  # data root (default $HEBBNB_DATA)
-                 offset: int = 0,          # first image
-                 dataset: str = 'cifar10', # 'cifar10' or 'cifar100'
-                ) -> Tensor:               # (n, 3, 32, 32) normalised
-    "The first `n` CIFAR images of a split, normalised as for training."
-    from hebbnb.data import load_cifar, CIFAR_MEAN, CIFAR_STD
-    x = load_cifar(dataset, data, download=False)[split][0][offset:offset + n].float() / 255
-    return (x - torch.tensor(CIFAR_MEAN[dataset])[:, None, None]) / torch.tensor(CIFAR_STD[dataset])[:, None, None]
 
 # %% ../nbs/10_sparse.ipynb #c052
 def _out_hw(L: SparseConv) -> int:

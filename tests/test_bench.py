@@ -3,7 +3,8 @@ import csv, json
 import pytest, torch
 from hebbnb.gating import set_mask_source
 from hebbnb.sparse import random_gated, to_sparse
-from hebbnb.bench import bench_main, BENCH_COLUMNS, static_steps, run_static, profile_layers
+from hebbnb.cli import bench_main
+from hebbnb.bench import BENCH_COLUMNS, static_steps, run_static, profile_layers
 
 torch.set_num_threads(1)
 

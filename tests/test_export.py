@@ -2,7 +2,8 @@
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from hebbnb.export import export_pruned, compare_export, export_main, write_onnx
+from hebbnb.export import export_pruned, compare_export, write_onnx
+from hebbnb.cli import export_main
 from hebbnb.deploy import load_exported, save_exported
 from hebbnb.gating import gated_layers
 from hebbnb.sparse import random_gated
@@ -135,7 +136,7 @@ def test_committed_checkpoints_export(name, tmp_path, capsys):
 def test_bench_variants_smoke(tmp_path):
     "hebbnb-bench --variants writes one row per variant, batch and thread count (timings on a tiny setting mean nothing)."
     import csv
-    from hebbnb.sparse import bench_main
+    from hebbnb.cli import bench_main
     from hebbnb.export import SPEED_COLUMNS
     with pytest.raises(SystemExit) as e:
         bench_main(['--variants', '--arch', 'resnet20', '--quick', '--images', '2', '--batch', '4', '--out', str(tmp_path), '--table', str(tmp_path / 't.csv')])

@@ -5,7 +5,8 @@ import pytest, torch
 from torch import nn
 from hebbnb.gating import gate, gated_layers, set_mask_source
 from hebbnb.models import conv_bn
-from hebbnb.sparse import (random_gated, to_sparse, check_exact, executed_macs, union_share, cifar_images, compile_steps,
+from hebbnb.data import cifar_images
+from hebbnb.sparse import (random_gated, to_sparse, check_exact, executed_macs, union_share, compile_steps,
                            run_steps, layers_of, sparse_conv, ConvStep, BlockStep, LinearStep, PadShortcut)
 
 torch.set_num_threads(1)

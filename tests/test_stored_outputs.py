@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / 'nbs').glob('[0-9][0-9]*.ipynb'))
 # tutorials that draw: each must store at least one PNG (03, 04 and 08 draw nothing yet)
-FIGURES = ['01_topk_labels', '02_heatmap_mass', '05_models', '06_flops', '07_data', '09_cli', '10_sparse', '90_reproduction_cifar10',
+FIGURES = ['01_topk_labels', '02_heatmap_mass', '05_models', '06_flops', '07_data', '09_cli', '10a_bench', '90_reproduction_cifar10',
            '91_is_ftwt_dynamic']
 BUDGET = 2_500_000   # bytes of stored outputs, all notebooks together (tools/store_outputs.py aims at about 2 MB)
 
