@@ -25,9 +25,9 @@ __all__ = ['DATASETS', 'CKPT_FORMAT', 'Scheduler', 'LOG_FIELDS', 'OPT_KEYS', 'RU
            'check_config', 'tiny_config', 'Runtime', 'setup_runtime', 'save_atomic', 'load_checkpoint', 'build_model',
            'freeze_backbone', 'model_from_checkpoint', 'Optimizers', 'make_optimizers', 'mask_weight', 'head_quality',
            'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'EpochSums', 'one_batch',
-           'run_epoch', 'train_epoch', 'RunState', 'Run', 'checkpoint', 'restore', 'start_run', 'resume_from',
-           'resumed_config', 'train_phase', 'end_epoch', 'save_checkpoints', 'log_epoch', 'fit_epoch', 'final_metrics',
-           'fit', 'synthetic_images', 'make_data', 'plain_batches']
+           'run_epoch', 'RunState', 'Run', 'checkpoint', 'restore', 'start_run', 'resume_from', 'resumed_config',
+           'train_phase', 'end_epoch', 'save_checkpoints', 'log_epoch', 'fit_epoch', 'final_metrics', 'fit',
+           'synthetic_images', 'make_data', 'plain_batches']
 
 # %% ../nbs/08_train.ipynb #c006
 DATASETS = ('cifar10', 'cifar100', 'imagenet', 'synthetic')
@@ -249,9 +249,6 @@ class Optimizers:
             if s is not None: s.step()
     def lrs(self) -> dict:  # the log's lr (backbone) and mlr (heads) columns
         return {k: o.param_groups[0]['lr'] if o else None for k, o in (('lr', self.backbone), ('mlr', self.masks))}
-    def __iter__(self):  # deprecated: unpacks like the tuple `make_optimizers` returned before
-        warnings.warn("unpacking Optimizers is deprecated; read .backbone, .masks, ...", DeprecationWarning, stacklevel=2)
-        return iter((self.backbone, self.masks, self.backbone_sched, self.masks_sched))
 
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     "SGD for the backbone (none for train='heads') and for the heads (none for a dense model), with `cfg.schedule`."
@@ -462,11 +459,6 @@ def _dense_teacher(model: nn.Module, layers: list):
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
     with _masks_from(layers, 'none'): yield
-
-def train_epoch(model, loader, rt, opt_b, opt_m, w, epoch, skip=0, max_steps=None, stop=None, progress=False) -> EpochSums:
-    "Deprecated: `run_epoch` with the optimisers as an `Optimizers`."
-    warnings.warn("train_epoch is deprecated; use run_epoch(model, loader, rt, Optimizers(...), ...)", DeprecationWarning, stacklevel=2)
-    return run_epoch(model, loader, rt, Optimizers(opt_b, opt_m, None, None), w, epoch, skip, max_steps, stop, progress)
 
 # %% ../nbs/08_train.ipynb #c032
 LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',

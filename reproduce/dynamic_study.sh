@@ -41,6 +41,6 @@ stage_save() {  # copy every run's resumable state into the repository
     cp "$d/last.pt" "$d/log.csv" "$SAVED/$name/"; [ -f "$d/metrics.json" ] && cp "$d/metrics.json" "$SAVED/$name/"
   done
 }
-stage_collect() { python reproduce/collect.py "$RUNS" results/cifar10_resnet20_dynamic.csv; }
+stage_collect() { python reproduce/collect_dynamic.py; }
 
 for s in ${@:-heads long eval reference collect}; do echo "== $s"; "stage_$s"; done

@@ -5,7 +5,7 @@
 
 Each round times `--steps` batches of every variant in turn (after a warm-up), so that machine drift hits all variants
 alike; the table reports the median over rounds and each FTWT variant's time as a ratio to the dense one of its round.
-The steps are hebbnb's own `train_epoch` and `evaluate` (which counts exact MACs per input) on random CIFAR-size batches.
+The steps are hebbnb's own `run_epoch` and `evaluate` (which counts exact MACs per input) on random CIFAR-size batches.
 With `--reference DIR` (a checkout of github selkerdawy/FTWT, outside this repository) the reference code's dense and FTWT
 training steps (`reproduce/reference_ftwt.py`: their loop's forward, losses, backward and both optimiser steps, same batch,
 channels-last) join every round as variants 'reference dense' and 'reference ftwt', and a column `ratio_to_reference_dense`
@@ -17,7 +17,7 @@ import torch
 from hebbnb.models import create, input_size
 from hebbnb.gating import gate
 from hebbnb.flops import static_macs
-from hebbnb.train import Runtime, train_epoch, evaluate, make_optimizers, tiny_config
+from hebbnb.train import Runtime, run_epoch, evaluate, make_optimizers, tiny_config
 
 def cpu_name() -> str:
     "The CPU model from /proc/cpuinfo (the platform's processor string elsewhere)."
@@ -33,8 +33,8 @@ def variants(arch: str, r: float, batch: int, rt: Runtime, reference: str | None
     static = static_macs(dense, input_size(arch))
     def train(model, method):
         cfg = tiny_config(arch=arch, method=method)
-        opt_b, opt_m, _, _ = make_optimizers(model, cfg)
-        return lambda: train_epoch(model, [(x, y)], rt, opt_b, opt_m, 1.0, 0)
+        opts = make_optimizers(model, cfg)
+        return lambda: run_epoch(model, [(x, y)], rt, opts, 1.0, 0)
     fns = {'dense train': train(dense, 'baseline'), 'ftwt train': train(ftwt, 'ftwt'),
            'dense eval': lambda: evaluate(dense, [(x, y)], rt, static), 'ftwt eval': lambda: evaluate(ftwt, [(x, y)], rt, static)}
     if reference:
