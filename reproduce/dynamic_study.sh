@@ -36,11 +36,29 @@ stage_long() {
   (run long_softmax --epochs 30 --lr 0.01 --mlr 0.1 --cooldown 0.5) & (run long_nosoftmax --epochs 30 --lr 0.01 --mlr 0.1 --cooldown 0.5 --no-softmax) & wait
 }
 stage_save() {  # copy every run's resumable state into the repository
-  for d in "$RUNS"/*/; do
-    local name; name=$(basename "$d"); mkdir -p "$SAVED/$name"
-    cp "$d/last.pt" "$d/log.csv" "$SAVED/$name/"; [ -f "$d/metrics.json" ] && cp "$d/metrics.json" "$SAVED/$name/"
+  for d in "$RUNS"/*/ runs/reference/*/; do
+    [ -f "$d/last.pt" ] || continue
+    local name; name=$(basename "$d"); [[ "$d" == runs/reference/* ]] && name="reference/$name"; mkdir -p "$SAVED/$name"
+    cp "$d/last.pt" "$d/log.csv" "$SAVED/$name/"
+    for f in metrics.json eval.json; do [ -f "$d/$f" ] && cp "$d/$f" "$SAVED/$name/"; done
   done
 }
+stage_eval() {  # finished heads-only runs (evaluated per epoch on 2,000 test images) on the full test set
+  for d in "$RUNS"/heads_*/; do
+    if [ -f "$d/metrics.json" ] && [ ! -f "$d/eval.json" ]; then
+      hebbnb-eval --ckpt "$d/last.pt" --data "$DATA" --no-download > "$d/eval.json.part" && mv "$d/eval.json.part" "$d/eval.json"
+    fi
+  done
+}
+REF="${REFERENCE:-/tmp/ref/FTWT}"   # a checkout of github selkerdawy/FTWT outside this repository
+ref_heads() {  # ref_heads SOFTMAX(softmax|nosoftmax): the reference code's heads, as heads_run SOFTMAX 0.1
+  local out="runs/reference/heads_$1_mlr0.1" flag=(--softmax); [ "$1" = nosoftmax ] && flag=(--no-softmax)
+  if [ ! -f "$out/last.pt" ] && [ -f "$SAVED/reference/heads_$1_mlr0.1/last.pt" ]; then mkdir -p "$out"; cp "$SAVED/reference/heads_$1_mlr0.1/"* "$out/"; fi
+  [ -f "$out/metrics.json" ] || python reproduce/reference_ftwt.py heads --reference "$REF" --mlr 0.1 "${flag[@]}" \
+    --test-subset 2000 --threads "${THREADS:-1}" --out "$out" --resume
+  [ -f "$out/eval.json" ] || python reproduce/reference_ftwt.py eval --reference "$REF" --run "$out"
+}
+stage_reference() { ref_heads softmax & ref_heads nosoftmax & wait; }
 stage_collect() { python reproduce/collect_dynamic.py; }
 
 for s in ${@:-heads long eval reference collect}; do echo "== $s"; "stage_$s"; done
