@@ -41,10 +41,11 @@ def active_channels(x: Tensor,  # (B, C, H, W) or (B, C) a layer's input
     return filter_saliency(x, nonnegative=not x.amin() < 0) != 0  # a ReLU's output (the usual input) needs no abs pass
 
 class _Trail:
-    "The last gated output of a forward and its active channels: the next layer's input activity without a pass over it."
+    "The last gated output of a forward and its active channels: the next layer's input activity, without a pass."
     out, version, active = None, -1, None  # a weak reference to the tensor, its in-place version counter, (B, C) bool
-    def remember(self, out: Tensor, active: Tensor):  # inference-mode tensors keep no version counter: nothing to remember
-        self.out, self.version, self.active = (None, -1, None) if out.is_inference() else (weakref.ref(out), out._version, active)
+    def remember(self, out: Tensor, active: Tensor):  # inference-mode tensors keep no version counter: forget
+        if out.is_inference(): self.out, self.version, self.active = None, -1, None
+        else: self.out, self.version, self.active = weakref.ref(out), out._version, active
     def recall(self, x: Tensor) -> Tensor:  # (B, C) bool
         "Active channels of `x`: remembered when `x` is the unmodified last gated output, else measured."
         if self.out is not None and self.out() is x and x._version == self.version: return self.active
@@ -115,12 +116,13 @@ def _exact_macs(model: nn.Module) -> Tensor:  # (B,)
 # %% ../nbs/06_flops.ipynb #c012
 def _paper_macs(model: nn.Module) -> Tensor:
     layers = gated_layers(model)
-    if not layers or layers[0].mask is None or getattr(layers[0], 'out_hw', None) is None: raise RuntimeError(_NO_RECORD)
+    if not layers or layers[0].mask is None or getattr(layers[0], 'out_hw', None) is None:
+        raise RuntimeError(_NO_RECORD)
     prev = torch.full((len(layers[0].mask),), float(layers[0].conv.in_channels), device=layers[0].mask.device)
     total = 0.
     for g in layers:
-        active = g.mask.float().sum(1)  # (B,) this layer's kept filters; prev: the previous gated layer's
-        total = total + conv_macs(prev, active, g.conv.kernel_size, g.out_hw, g.conv.groups)  # prev // g: the reference's
+        active = g.mask.float().sum(1)  # (B,) this layer's kept filters, read as the next layer's active inputs
+        total = total + conv_macs(prev, active, g.conv.kernel_size, g.out_hw, g.conv.groups)  # with prev // g
         prev = active
     return total + sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
 
@@ -236,5 +238,6 @@ def plot_budget(curve: list[dict],             # output of `reduction_curve`
     sns.heatmap([e['keep'] for e in curve], ax=a2, vmin=0, vmax=1, cmap='viridis', yticklabels=[f'{r:g}' for r in rs],
                 cbar_kws=dict(label='mean keep ratio k/C'))   # (R, L): one row per r
     a2.set(xlabel='gated layer l', ylabel='r', title='per-layer keep ratio')
+    a2.tick_params(axis='y', rotation=0)
     fig.tight_layout()
     return fig

@@ -3,8 +3,8 @@ import pytest, torch
 from torch import nn
 from hebbnb.models import create, available, input_size
 from hebbnb.gating import GatedConv, gate, gated_layers, set_mask_source
-from hebbnb.flops import (static_macs, dynamic_macs, head_macs, layer_macs, instrument, conv_macs_per_sample, estimate_reduction,
-                          reduction_curve, r_for_budget)
+from hebbnb.flops import (static_macs, dynamic_macs, head_macs, layer_macs, instrument, conv_macs_per_sample,
+                          estimate_reduction, reduction_curve, r_for_budget)
 
 CIFAR = [n for n in available() if input_size(n)[1] == 32]
 EXPECTED_GATED = {'vgg16_bn': 13, 'resnet56': 55, 'mobilenetv1': 27, 'resnet20': 19}
