@@ -6,49 +6,88 @@ Docs: https://hebbnb.github.io/hebbnb/flops.html.md"""
 
 # %% ../nbs/06_flops.ipynb #c003
 from __future__ import annotations
-import copy, math
+import copy, weakref
+from functools import partial
 import torch
 from torch import nn, Tensor
-from .gating import GatedConv, gate, gated_layers, set_mask_source, set_r
+from .labels import filter_saliency
 from .mass import check_r
+from .predictor import conv_macs
+from .gating import GatedConv, gate, gated_layers, set_mask_source, set_r, _deprecated
+from .models import dense_macs
 
 # %% auto #0
-__all__ = ['ESTIMATORS', 'conv_macs_per_sample', 'static_macs', 'layer_macs', 'dynamic_macs', 'head_macs', 'oracle_copy',
-           'reduction_curve', 'estimate_reduction', 'r_for_budget', 'plot_budget']
+__all__ = ['ESTIMATORS', 'static_macs', 'conv_macs_per_sample', 'active_channels', 'instrument', 'layer_macs', 'dynamic_macs',
+           'head_macs', 'oracle_copy', 'reduction_curve', 'estimate_reduction', 'r_for_budget', 'plot_budget']
 
 # %% ../nbs/06_flops.ipynb #c006
-def conv_macs_per_sample(conv: nn.Conv2d, out_hw: int) -> int:
-    "Dense weight MACs of one conv for one sample, given its output size H*W."
-    return conv.out_channels * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1] * out_hw
-
 def static_macs(model: nn.Module,        # dense or gated model
                 input_size: tuple,        # (C, H, W) of one input, e.g. (3, 32, 32)
                ) -> int:                  # MACs of conv + linear layers for one input
-    "Dense MACs of the conv and linear layers of `model` for one input, counted with ptflops."
-    from ptflops import get_model_complexity_info
-    from ptflops.pytorch_ops import MODULES_MAPPING
-    m = copy.deepcopy(model)
-    heads = {id(g.predictor.fc) for g in gated_layers(m)}
-    def conv_hook(mod, inp, out):
-        if id(mod) not in heads: mod.__flops__ += conv_macs_per_sample(mod, out.shape[2] * out.shape[3]) * out.shape[0]
-    def linear_hook(mod, inp, out): mod.__flops__ += mod.in_features * mod.out_features * out.numel() // out.shape[-1]
-    ignore = [t for t in MODULES_MAPPING if t not in (nn.Conv2d, nn.Linear)]
-    macs, _ = get_model_complexity_info(m, tuple(input_size), as_strings=False, print_per_layer_stat=False,
-                                        ignore_modules=ignore, custom_modules_hooks={nn.Conv2d: conv_hook, nn.Linear: linear_hook},
-                                        backend='pytorch', backend_specific_config={'count_functional': False})
-    if macs is None: raise RuntimeError("ptflops could not count this model")
-    return int(macs)
+    "Dense MACs of the conv and linear layers of `model` for one input (a gated model's predictor heads excluded)."
+    return dense_macs(copy.deepcopy(model), tuple(input_size))
+
+def conv_macs_per_sample(conv: nn.Conv2d, out_hw: int) -> int:
+    "Deprecated: `conv_macs(conv.in_channels, conv.out_channels, conv.kernel_size, out_hw, conv.groups)`."
+    _deprecated('conv_macs_per_sample', 'hebbnb.predictor.conv_macs')
+    return conv_macs(conv.in_channels, conv.out_channels, conv.kernel_size, out_hw, conv.groups)
+
+# %% ../nbs/06_flops.ipynb #c008b
+@torch.no_grad()
+def active_channels(x: Tensor,  # (B, C, H, W) or (B, C) a layer's input
+                   ) -> Tensor:  # (B, C) bool: the channel holds a non-zero value
+    "Which input channels of every sample are not identically zero: the ones a conv or linear layer must read."
+    if x.dim() == 2: return x != 0
+    return filter_saliency(x, nonnegative=not x.amin() < 0) != 0  # a ReLU's output (the usual input) needs no abs pass
+
+class _Trail:
+    "The last gated output of a forward and its active channels: the next layer's input activity, without a pass."
+    out, version, active = None, -1, None  # a weak reference to the tensor, its in-place version counter, (B, C) bool
+    def remember(self, out: Tensor, active: Tensor):  # inference-mode tensors keep no version counter: forget
+        if out.is_inference(): self.out, self.version, self.active = None, -1, None
+        else: self.out, self.version, self.active = weakref.ref(out), out._version, active
+    def recall(self, x: Tensor) -> Tensor:  # (B, C) bool
+        "Active channels of `x`: remembered when `x` is the unmodified last gated output, else measured."
+        if self.out is not None and self.out() is x and x._version == self.version: return self.active
+        return active_channels(x)
+    def __getstate__(self): return {}   # weak references do not pickle; a copy starts with an empty trail
+
+# %% ../nbs/06_flops.ipynb #c008d
+def _record_gated(trail: _Trail, g: GatedConv, args, out: Tensor):  # forward hook of a gated layer
+    g.out_hw = out.shape[2] * out.shape[3]
+    if g.training: g.in_active = None; return
+    g.in_active = trail.recall(args[0])                    # (B, C_in) bool
+    trail.remember(out, (g.scores != 0) & (g.mask != 0))  # out's active channels, for the next gated layer
+
+def _record_activity(m: nn.Module, args, out: Tensor):  # forward hook of an ungated conv or linear layer
+    m.in_active = None if m.training else active_channels(args[0])
+    m.out_hw = out.shape[2] * out.shape[3] if out.dim() == 4 else 1
+
+def _records(m: nn.Module) -> bool:
+    return any(getattr(h, 'func', h) in (_record_gated, _record_activity) for h in m._forward_hooks.values())
+
+def instrument(model: nn.Module,  # dense or gated network (hooked in place)
+              ) -> nn.Module:     # the same model
+    "Record each conv and linear layer's input activity and output size at every eval-mode forward (once per layer)."
+    trail = _Trail()  # shared by the network's gated layers
+    skip = {id(m) for g in gated_layers(model) for m in (g.conv, g.predictor.fc)}  # recorded by their GatedConv; heads
+    for m in model.modules():
+        if _records(m) or id(m) in skip: continue
+        if isinstance(m, GatedConv): m.register_forward_hook(partial(_record_gated, trail))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)): m.register_forward_hook(_record_activity)
+    return model
 
 # %% ../nbs/06_flops.ipynb #c010
 def _grouped_macs(out_active: Tensor,   # (B, C_out) bool
                   in_active: Tensor,    # (B, C_in) bool
-                  groups: int, ks: int, out_hw: int) -> Tensor:  # (B,)
+                  groups: int, kernel: tuple, out_hw: int) -> Tensor:  # (B,)
     B = out_active.shape[0]
-    a_out = out_active.float().view(B, groups, -1).sum(2)  # (B, g)
-    a_in = in_active.float().view(B, groups, -1).sum(2)    # (B, g)
-    return (a_out * a_in).sum(1) * ks * out_hw
+    a_out = out_active.float().view(B, groups, -1).sum(2)  # (B, g) a^out_j
+    a_in = in_active.float().view(B, groups, -1).sum(2)    # (B, g) a^in_j
+    # MACs = sum_j a^out_j * a^in_j * k_h * k_w * H_out * W_out
+    return conv_macs(a_in, a_out, kernel, out_hw).sum(1)
 
-_NO_RECORD = "no eval-mode forward recorded: gate(model), model.eval() and run a forward first"
+_NO_RECORD = "no eval-mode forward recorded: instrument(model) (gate does), model.eval() and run a forward first"
 
 def layer_macs(model: nn.Module,     # a gated model after an eval-mode forward
                dense: bool = False,  # count every channel as active: the dense cost at the last forward's sizes
@@ -63,7 +102,7 @@ def layer_macs(model: nn.Module,     # a gated model after an eval-mode forward
             if getattr(src, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
             in_active = torch.ones_like(src.in_active) if dense else src.in_active  # (B, C_in) bool
             out_active = src.mask != 0 if src is not m and not dense else torch.ones(len(in_active), m.out_channels, dtype=torch.bool, device=in_active.device)
-            out[name] = _grouped_macs(out_active, in_active, m.groups, m.kernel_size[0] * m.kernel_size[1], src.out_hw)
+            out[name] = _grouped_macs(out_active, in_active, m.groups, m.kernel_size, src.out_hw)
         elif isinstance(m, nn.Linear):
             if getattr(m, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
             out[name] = (torch.ones_like(m.in_active) if dense else m.in_active).flatten(1).float().sum(1) * m.out_features
@@ -77,12 +116,13 @@ def _exact_macs(model: nn.Module) -> Tensor:  # (B,)
 # %% ../nbs/06_flops.ipynb #c012
 def _paper_macs(model: nn.Module) -> Tensor:
     layers = gated_layers(model)
-    if not layers or layers[0].mask is None: raise RuntimeError(_NO_RECORD)
+    if not layers or layers[0].mask is None or getattr(layers[0], 'out_hw', None) is None:
+        raise RuntimeError(_NO_RECORD)
     prev = torch.full((len(layers[0].mask),), float(layers[0].conv.in_channels), device=layers[0].mask.device)
     total = 0.
     for g in layers:
-        active = g.mask.float().sum(1)  # (B,)
-        total = total + active * torch.div(prev, g.conv.groups, rounding_mode='floor') * g.conv.kernel_size[0] * g.conv.kernel_size[1] * g.out_hw
+        active = g.mask.float().sum(1)  # (B,) this layer's kept filters, read as the next layer's active inputs
+        total = total + conv_macs(prev, active, g.conv.kernel_size, g.out_hw, g.conv.groups)  # with prev // g
         prev = active
     return total + sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
 
@@ -186,8 +226,8 @@ def r_for_budget(model: nn.Module,   # dense or gated model
 def plot_budget(curve: list[dict],             # output of `reduction_curve`
                 target: float | None = None,   # a target reduction to mark, in %
                ):
-    "Estimated FLOPs reduction vs r, and per-layer keep ratios for each r."
-    import matplotlib.pyplot as plt
+    "Estimated FLOPs reduction vs r, and a heatmap of the per-layer keep ratios for each r."
+    import matplotlib.pyplot as plt, seaborn as sns
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
     rs = [e['r'] for e in curve]
     a1.plot(rs, [e['reduction'] for e in curve], 'o-', label='exact')
@@ -195,10 +235,9 @@ def plot_budget(curve: list[dict],             # output of `reduction_curve`
     if target is not None: a1.axhline(target, color='gray', ls=':', label=f'target {target:g}%')
     a1.set(xlabel='heatmap-mass threshold r', ylabel='estimated FLOPs reduction (%)', title='before-training estimate')
     a1.legend(fontsize=8)
-    cmap = plt.get_cmap('viridis')
-    for i, e in enumerate(curve):
-        a2.plot(range(len(e['keep'])), e['keep'], '.-', color=cmap(i / max(1, len(curve) - 1)), label=f"r={e['r']:g}")
-    a2.set(xlabel='gated layer l', ylabel='mean keep ratio k/C', ylim=(0, 1.05), title='per-layer keep ratio')
-    a2.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+    sns.heatmap([e['keep'] for e in curve], ax=a2, vmin=0, vmax=1, cmap='viridis', yticklabels=[f'{r:g}' for r in rs],
+                cbar_kws=dict(label='mean keep ratio k/C'))   # (R, L): one row per r
+    a2.set(xlabel='gated layer l', ylabel='r', title='per-layer keep ratio')
+    a2.tick_params(axis='y', rotation=0)
     fig.tight_layout()
     return fig

@@ -6,7 +6,6 @@ Docs: https://hebbnb.github.io/hebbnb/gating.html.md"""
 
 # %% ../nbs/04_gating.ipynb #c003
 from __future__ import annotations
-import weakref
 import torch
 from torch import nn, Tensor
 from .labels import filter_saliency
@@ -14,8 +13,8 @@ from .mass import check_r, LabelRule, MassLabels, label_rule
 from .predictor import MaskPredictor
 
 # %% auto #0
-__all__ = ['MASK_SOURCES', 'APPLY_MODES', 'MODES', 'LABELS', 'GatedConv', 'active_channels', 'GatedBasicBlock', 'gate',
-           'gated_layers', 'set_mask_source', 'set_apply', 'set_r']
+__all__ = ['MASK_SOURCES', 'APPLY_MODES', 'MODES', 'LABELS', 'GatedConv', 'GatedBasicBlock', 'gate', 'gated_layers',
+           'set_mask_source', 'set_apply', 'set_r']
 
 # %% ../nbs/04_gating.ipynb #c006
 MASK_SOURCES = ('predicted', 'oracle', 'none', 'given')
@@ -49,8 +48,7 @@ class GatedConv(nn.Module):
         self.rule = label_rule(labels, r, keep)
         self.mode = _check_choice('mode', mode, MODES)
         self.mask_source = 'predicted'
-        self.logits = self.labels = self.mask = self.given = None
-        self._trail = _Trail()  # `gate` shares one trail between all layers of a network
+        self.logits = self.scores = self.labels = self.mask = self.given = None
 
     @property
     def mask_source(self) -> str: return self._mask_source
@@ -62,25 +60,6 @@ class GatedConv(nn.Module):
     def apply(self, value: str): _deprecated('GatedConv.apply', 'GatedConv.mask_source', 4); self.mask_source = value
 
 # %% ../nbs/04_gating.ipynb #c009
-@torch.no_grad()
-def active_channels(x: Tensor,  # (B, C, H, W) or (B, C) a layer's input
-                   ) -> Tensor:  # (B, C) bool: the channel holds a non-zero value
-    "Which input channels of every sample are not identically zero: the ones a conv or linear layer must read."
-    if x.dim() == 2: return x != 0
-    return filter_saliency(x, nonnegative=not x.amin() < 0) != 0  # a ReLU's output (the usual input) needs no abs pass
-
-class _Trail:
-    "The last gated output of a forward and its active channels: the next layer's input activity without a pass over it."
-    out, version, active = None, -1, None  # a weak reference to the tensor, its in-place version counter, (B, C) bool
-    def remember(self, out: Tensor, active: Tensor):  # inference-mode tensors keep no version counter: nothing to remember
-        self.out, self.version, self.active = (None, -1, None) if out.is_inference() else (weakref.ref(out), out._version, active)
-    def recall(self, x: Tensor) -> Tensor:  # (B, C) bool
-        "Active channels of `x`: remembered when `x` is the unmodified last gated output, else measured."
-        if self.out is not None and self.out() is x and x._version == self.version: return self.active
-        return active_channels(x)
-    def __getstate__(self): return {}   # weak references do not pickle; a copy starts with an empty trail
-
-
 def _chosen_mask(self: GatedConv, dtype: torch.dtype) -> Tensor:  # (B, C)
     if self._mask_source == 'predicted': return (self.logits.detach() > 0).to(dtype)
     if self._mask_source == 'oracle': return self.labels
@@ -93,17 +72,11 @@ def _forward(self: GatedConv, x: Tensor, residual: Tensor | None = None) -> Tens
     if residual is not None: y = y + residual
     y = self.act(y)
     self.logits = self.predictor(x.detach() if self.mode == 'decoupled' else x)  # (B, C)
-    scores = filter_saliency(y, nonnegative=isinstance(self.act, (nn.ReLU, nn.ReLU6))).float()  # (B, C)
-    with torch.no_grad(): self.labels = self.rule(scores).to(y.dtype)          # (B, C) self-supervised labels
+    self.scores = filter_saliency(y, nonnegative=isinstance(self.act, (nn.ReLU, nn.ReLU6))).float()  # (B, C) s_c
+    with torch.no_grad(): self.labels = self.rule(self.scores).to(y.dtype)     # (B, C) self-supervised labels
     self.mask = _chosen_mask(self, y.dtype)                                     # (B, C)
     m = self.mask[:, :, None, None]
-    out = y * m if torch.is_grad_enabled() else y.mul_(m)                       # y is ours: no copy without autograd
-    self.out_hw = y.shape[2] * y.shape[3]
-    if self.training: self.in_active = None
-    else:
-        self.in_active = self._trail.recall(x)                                  # (B, C_in) bool
-        self._trail.remember(out, (scores != 0) & (self.mask != 0))            # out's active channels, for the next layer
-    return out
+    return y * m if torch.is_grad_enabled() else y.mul_(m)                      # y is ours: no copy without autograd
 
 GatedConv.forward = _forward
 
@@ -150,10 +123,6 @@ def _gate_tree(m: nn.Module, label_at: str, gate_kw: dict) -> nn.Module:
     return m
 
 # %% ../nbs/04_gating.ipynb #c017
-def _record_activity(m: nn.Module, args, out: Tensor):  # eval only, like GatedConv's own record
-    m.in_active = None if m.training else active_channels(args[0])
-    m.out_hw = out.shape[2] * out.shape[3] if out.dim() == 4 else 1
-
 def gate(model: nn.Module,            # a dense network built from conv-BN units and/or basic blocks
          r: float = 0.9,              # heatmap-mass threshold of the labels
          mode: str = 'decoupled',     # 'decoupled' or 'joint'
@@ -167,13 +136,9 @@ def gate(model: nn.Module,            # a dense network built from conv-BN units
     gate_kw = dict(r=r, mode=mode, labels=labels, pool=pool, keep=keep, softmax=softmax)
     model = _gate_tree(model, label_at, gate_kw)
     if not gated_layers(model): raise ValueError("gate found no conv followed by batch norm to wrap")
-    trail = _Trail()
-    for g in gated_layers(model): g._trail = trail
     model.train(model.training)  # new gated layers take the model's train/eval mode
-    gated_convs = {id(m) for g in gated_layers(model) for m in (g.conv, g.predictor.fc)}  # heads are not counted
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in gated_convs: m.register_forward_hook(_record_activity)
-    return model
+    from hebbnb.flops import instrument  # flops builds on gating: imported when first needed
+    return instrument(model)
 
 def gated_layers(model: nn.Module) -> list[GatedConv]:
     "The gated layers of `model`, in forward order."

@@ -13,6 +13,7 @@ import torch
 from torch import nn, Tensor
 import torchvision
 from matplotlib.figure import Figure
+from .predictor import conv_macs
 
 # %% auto #0
 __all__ = ['VGG16_CFG', 'MBV1_CFG', 'MBV2_CFG', 'CIFAR_SIZE', 'IMAGENET_SIZE', 'MODELS', 'REFERENCE', 'conv_bn', 'init_weights',
@@ -57,13 +58,14 @@ def dense_macs(model: nn.Module,                    # model to measure
     total = 0
     def hook(m, inp, out):
         nonlocal total
-        if isinstance(m, nn.Conv2d):  # C_out * H_out * W_out outputs, each C_in/groups * kh * kw MACs
-            total += out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        if isinstance(m, nn.Conv2d):
+            total += conv_macs(m.in_channels, m.out_channels, m.kernel_size, out.shape[2] * out.shape[3], m.groups)
         elif isinstance(m, nn.Linear): total += m.in_features * m.out_features
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
+    was_training, p = model.training, next(model.parameters(), None)
+    x = torch.zeros(1, *size) if p is None else torch.zeros(1, *size, device=p.device, dtype=p.dtype)  # (1, C, H, W)
     try:
-        with torch.no_grad(): model.eval()(torch.zeros(1, *size))
+        with torch.no_grad(): model.eval()(x)
     finally:
         for h in hooks: h.remove()
         model.train(was_training)

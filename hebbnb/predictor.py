@@ -11,7 +11,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['MaskPredictor', 'binarize', 'mask_loss', 'mask_accuracy', 'head_overhead']
+__all__ = ['MaskPredictor', 'binarize', 'mask_loss', 'mask_accuracy', 'conv_macs', 'head_overhead']
 
 # %% ../nbs/03_mask_predictor.ipynb #c006
 class MaskPredictor(nn.Module):
@@ -57,15 +57,25 @@ def mask_accuracy(logits: list[Tensor],  # per layer (B, C_l) predictor logits
     right = sum(((z > 0) == (y > 0.5)).sum().item() for z, y in zip(logits, labels))
     return right / sum(y.numel() for y in labels)
 
+# %% ../nbs/03_mask_predictor.ipynb #c014a
+def conv_macs(c_in,                  # input channels C_in (int, or a tensor of per-sample active counts)
+              c_out,                 # output channels C_out (int or tensor, like c_in)
+              kernel: tuple,         # (k_h, k_w)
+              hw_out: int,           # H_out * W_out, the output positions
+              groups: int = 1,       # g: each output channel reads C_in / g input channels
+             ):                      # MACs for one sample: an int, or a tensor shaped like c_in * c_out
+    "Multiply-accumulates of a conv's weights for one sample (bias, batch norm and activation not counted)."
+    # MACs = C_out * (C_in / g) * k_h * k_w * H_out * W_out
+    return c_out * (c_in // groups) * kernel[0] * kernel[1] * hw_out
+
 # %% ../nbs/03_mask_predictor.ipynb #c015
 def head_overhead(conv: nn.Conv2d,      # the conv a head gates
                   out_hw: tuple,        # (H_out, W_out) of that conv
                  ) -> dict:
     "Parameters and MACs of a mask predictor head relative to the conv layer it gates."
-    ks = conv.kernel_size[0] * conv.kernel_size[1]
     conv_params = conv.weight.numel()
-    conv_macs = conv.out_channels * conv.in_channels // conv.groups * ks * out_hw[0] * out_hw[1]
+    macs = conv_macs(conv.in_channels, conv.out_channels, conv.kernel_size, out_hw[0] * out_hw[1], conv.groups)
     head_params = conv.in_channels * conv.out_channels + conv.out_channels
-    head_macs = conv.in_channels * conv.out_channels
+    head_macs = conv.in_channels * conv.out_channels   # the 1x1 conv on the pooled (C_in, 1, 1) input
     return dict(conv_params=conv_params, head_params=head_params, param_ratio=head_params / conv_params,
-                conv_macs=conv_macs, head_macs=head_macs, mac_ratio=head_macs / conv_macs)
+                conv_macs=macs, head_macs=head_macs, mac_ratio=head_macs / macs)

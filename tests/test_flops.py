@@ -3,7 +3,8 @@ import pytest, torch
 from torch import nn
 from hebbnb.models import create, available, input_size
 from hebbnb.gating import GatedConv, gate, gated_layers, set_mask_source
-from hebbnb.flops import static_macs, dynamic_macs, head_macs, estimate_reduction, reduction_curve, r_for_budget
+from hebbnb.flops import (static_macs, dynamic_macs, head_macs, layer_macs, instrument, conv_macs_per_sample,
+                          estimate_reduction, reduction_curve, r_for_budget)
 
 CIFAR = [n for n in available() if input_size(n)[1] == 32]
 EXPECTED_GATED = {'vgg16_bn': 13, 'resnet56': 55, 'mobilenetv1': 27, 'resnet20': 19}
@@ -72,6 +73,36 @@ def test_static_macs_match_torch_flop_counter():
         m = create(name).eval()
         with FlopCounterMode(display=False) as fc: m(torch.zeros(1, 3, 32, 32))
         assert static_macs(m, (3, 32, 32)) == fc.get_total_flops() // 2
+
+def test_static_macs_match_ptflops_aten_up_to_bias_additions():
+    "ptflops' own (aten) count is ours plus one addition per output of every conv or linear layer with a bias."
+    import copy
+    from ptflops import get_model_complexity_info
+    for name in ['resnet20', 'vgg16_bn']:
+        m, bias_outputs = create(name).eval(), []
+        hooks = [l.register_forward_hook(lambda mod, i, o: bias_outputs.append(o[0].numel())) for l in m.modules()
+                 if isinstance(l, (nn.Conv2d, nn.Linear)) and l.bias is not None]
+        with torch.no_grad(): m(torch.zeros(1, 3, 32, 32))
+        for h in hooks: h.remove()
+        macs, _ = get_model_complexity_info(copy.deepcopy(m), (3, 32, 32), as_strings=False, print_per_layer_stat=False,
+                                            backend='aten')
+        assert bias_outputs and macs == static_macs(m, (3, 32, 32)) + sum(bias_outputs)
+
+def test_instrument_records_a_dense_model_once_and_static_macs_keeps_the_records():
+    m = instrument(instrument(create('resnet20'))).eval()
+    assert all(len(l._forward_hooks) == 1 for l in m.modules() if isinstance(l, (nn.Conv2d, nn.Linear)))
+    with torch.no_grad(): m(torch.randn(2, 3, 32, 32))
+    dense = sum(layer_macs(m, dense=True).values())
+    torch.testing.assert_close(dense, torch.full((2,), float(static_macs(m, (3, 32, 32)))))
+    g = set_mask_source(gate(create('resnet20'), r=0.8), 'oracle').eval()
+    with torch.no_grad(): g(torch.randn(2, 3, 32, 32))
+    before = dynamic_macs(g)
+    static_macs(g, (3, 32, 32))
+    assert torch.equal(dynamic_macs(g), before) and all(len(l._forward_hooks) == 1 for l in gated_layers(g))
+
+def test_conv_macs_per_sample_is_a_deprecated_alias():
+    conv = nn.Conv2d(8, 16, 3, groups=2)
+    with pytest.warns(FutureWarning, match='conv_macs'): assert conv_macs_per_sample(conv, 25) == 16 * 4 * 9 * 25
 
 def test_static_macs_excludes_heads_and_head_macs_counts_them():
     dense = create('resnet20')
