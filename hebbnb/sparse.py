@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .gating import GatedConv, GatedBasicBlock, gate, gated_layers, set_mask_source
 from .models import ZeroPadShortcut, InvertedResidual, create, input_size
 from .data import calibrate_bn
+from .predictor import conv_macs
 
 # %% auto #0
 __all__ = ['CL', 'NCHW', 'LayerRunner', 'random_gated', 'fold_bn', 'SparseConv', 'sparse_conv', 'Step', 'ConvStep', 'PoolStep',
@@ -374,14 +375,16 @@ def executed_macs(net: SparseNet) -> int:
     total = 0
     for L in net.layers:
         k, kp, ki, path = L.last
-        per = L.co * L.ci if path == 'dense' else kp if L.dw else kp * ki
-        total += per * L.W.shape[2] * L.W.shape[3] * _out_hw(L)
+        kernel, hw = tuple(L.W.shape[2:]), _out_hw(L)
+        if path == 'dense': total += conv_macs(L.ci, L.co, kernel, hw)          # all filters from all channels
+        elif L.dw: total += conv_macs(kp, kp, kernel, hw, groups=kp)             # depthwise: kept channels only
+        else: total += conv_macs(ki, kp, kernel, hw)                             # kept filters from active channels
     return total + net.steps[-1].W.numel()                             # the linear layer
 
 # %% ../nbs/10_sparse.ipynb #c061
 def dense_macs_of(net: SparseNet) -> int:
     "Conv and linear MACs of the dense network for one image (after one executor call has set the layer sizes)."
-    per = lambda L: L.co * (1 if L.dw else L.ci) * L.W.shape[2] * L.W.shape[3] * _out_hw(L)
+    per = lambda L: conv_macs(L.ci, L.co, tuple(L.W.shape[2:]), _out_hw(L), groups=L.ci if L.dw else 1)
     return sum(per(L) for L in net.layers) + net.steps[-1].W.numel()
 
 @torch.inference_mode()
