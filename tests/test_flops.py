@@ -1,5 +1,6 @@
 "Gating every architecture, exact dynamic MACs against an independent hook count, the budget tools."
 import pytest, torch
+from hebbnb.data import calibrate_bn
 from torch import nn
 from hebbnb.models import create, available, input_size
 from hebbnb.gating import GatedConv, gate, gated_layers, set_mask_source
@@ -125,11 +126,7 @@ def test_dynamic_macs_needs_a_forward():
 def resnet20_and_batch():
     torch.manual_seed(0)
     x = torch.randn(64, 3, 32, 32)
-    m = create('resnet20')
-    for b in m.modules():
-        if isinstance(b, nn.BatchNorm2d): b.momentum = None
-    with torch.no_grad(): m.train()(x)
-    return m.eval(), [x]
+    return calibrate_bn(create('resnet20'), x).eval(), [x]
 
 def test_estimate_falls_as_r_rises(resnet20_and_batch):
     m, batches = resnet20_and_batch
