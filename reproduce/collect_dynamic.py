@@ -28,10 +28,14 @@ def run_config(run: Path) -> dict:
     import torch
     return torch.load(run / 'last.pt', map_location='cpu', weights_only=False)['config']
 
+def info_train(cfg: dict, code: str) -> str:
+    "What the run trained: 'heads' (frozen backbone) or 'all'."
+    return cfg.get('train', 'heads' if code == 'reference' else 'all')
+
 def run_info(code: str, run: Path) -> dict:
     "Who made the run and with which heads: code, name, train ('heads' or 'all'), softmax, mlr."
     cfg = run_config(run)
-    return dict(code=code, run=run.name, train=cfg.get('train', 'heads' if code == 'reference' else 'all'),
+    return dict(code=code, run=run.name, train=info_train(cfg, code),
                 softmax=cfg.get('softmax'), mlr=cfg.get('mlr'))
 
 def epoch_rows(code: str, run: Path) -> list[dict]:
@@ -40,10 +44,12 @@ def epoch_rows(code: str, run: Path) -> list[dict]:
             for r in csv.DictReader(open(run / 'log.csv'))]
 
 def summary_row(code: str, run: Path) -> dict:
-    "The run's measures on the full test set (RUN/eval.json, once evaluated), else at its last epoch; and its split of the saved MACs."
+    "The run's measures on the full test set (RUN/eval.json, or a finished full run's metrics.json), else at its last epoch; and its split of the saved MACs."
     last = epoch_rows(code, run)[-1]
     cfg = run_config(run)
     ev = json.loads((run / 'eval.json').read_text()) if (run / 'eval.json').exists() else None
+    if ev is None and info_train(cfg, code) == 'all' and (run / 'metrics.json').exists():  # evaluated on the full test set
+        ev = json.loads((run / 'metrics.json').read_text())
     src = ev if ev is not None else {}
     suffix = '_ref' if code == 'reference' else ''
     static, dynamic = _num(src.get('static_saving' + suffix)), _num(src.get('dynamic_saving' + suffix))

@@ -59,6 +59,6 @@ ref_heads() {  # ref_heads SOFTMAX(softmax|nosoftmax): the reference code's head
   [ -f "$out/eval.json" ] || python reproduce/reference_ftwt.py eval --reference "$REF" --run "$out"
 }
 stage_reference() { ref_heads softmax & ref_heads nosoftmax & wait; }
-stage_collect() { python reproduce/collect_dynamic.py; }
+stage_collect() { python reproduce/collect_dynamic.py --hebbnb "$RUNS"/*/ --reference runs/reference/*/; }
 
 for s in ${@:-heads long eval reference collect}; do echo "== $s"; "stage_$s"; done
