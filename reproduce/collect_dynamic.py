@@ -69,6 +69,8 @@ def write(rows: list[dict], columns: list, path: Path):
 SUMMARY_TABLE = [('code', 'code', ''), ('heads', lambda r: f"{'softmax' if r['softmax'] else 'no softmax'}, mlr {r['mlr']:g}", ''),
                  ('trained', lambda r: 'heads only, frozen backbone' if r['train'] == 'heads' else 'backbone and heads', ''),
                  ('epochs', lambda r: f"{r['epochs_done']} of {r['epochs']}", ''), ('test images', 'test_images', ''),
+                 ('top-1 (%)', lambda r: r['top1'] if r['train'] == 'all' else None, '.2f'),  # heads only: the frozen backbone's
+                 ('FLOPs reduction (%)', 'flops_reduction', '.1f'),
                  ('balanced accuracy per filter (%)', 'balanced_accuracy', '.1f'), ('input-dependent filters (%)', 'dynamic_filters', '.2f'),
                  ('input-dependent share of the saving (%)', 'dynamic_share_of_saving', '.1f')]
 SPLIT_TABLE = [('checkpoint', lambda r: f"`{r['checkpoint']}`", ''), ('top-1 (%)', 'top1', '.2f'),

@@ -157,6 +157,26 @@ def test_prose_numbers_are_the_csv(where):
     missing = [f for f in prose_facts()[where] if f not in text]
     assert not missing, f'{where} no longer says (from the CSV): {missing}'
 
+def dynamic_facts() -> list[str]:
+    "The README's is-FTWT-dynamic answer, rebuilt from results/dynamic_summary.csv and the baseline row."
+    runs = {(r['code'], r['train'], r['softmax']): r for r in read_rows(ROOT / 'results' / 'dynamic_summary.csv')}
+    base = next(r for r in read_rows(ROOT / 'results' / 'cifar10_resnet20.csv') if r['method'] == 'baseline')['top1']
+    heads, full = runs['hebbnb', 'heads', False], runs['hebbnb', 'all', False]
+    soft = runs['hebbnb', 'all', True]
+    return [f"for {heads['dynamic_filters']:.2f}% of the filters after heads-only training and "
+            f"{full['dynamic_filters']:.2f}% after full FTWT, which carry {heads['dynamic_share_of_saving']:.1f}% and "
+            f"{full['dynamic_share_of_saving']:.1f}% of the saving",
+            f"Full FTWT for {soft['epochs_done']} epochs reached {soft['top1']:.2f}% top-1 at a "
+            f"{soft['flops_reduction']:.1f}% exact FLOPs reduction with the softmax and {full['top1']:.2f}% at "
+            f"{full['flops_reduction']:.1f}% without it, {base - soft['top1']:.2f} and {base - full['top1']:.2f} points under "
+            f"the baseline's {base:.2f}%"]
+
+def test_dynamic_answer_is_the_csv():
+    "The README's answer to 'is FTWT dynamic?' states the numbers of the committed CSVs."
+    readme = flat((ROOT / 'README.md').read_text())
+    missing = [f for f in dynamic_facts() if flat(f) not in readme]
+    assert not missing, f'README.md no longer says (from the CSV): {missing}'
+
 def test_realised_note_is_the_csv():
     "The note hebbnb-estimate prints (and writes into the estimate JSONs) is the one computed from the results CSV."
     from hebbnb.cli import estimate_note, MEASURED
