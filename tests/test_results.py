@@ -162,8 +162,8 @@ def dynamic_facts() -> list[str]:
     runs = {(r['code'], r['train'], r['softmax']): r for r in read_rows(ROOT / 'results' / 'dynamic_summary.csv')}
     base = next(r for r in read_rows(ROOT / 'results' / 'cifar10_resnet20.csv') if r['method'] == 'baseline')['top1']
     heads, full = runs['hebbnb', 'heads', False], runs['hebbnb', 'all', False]
-    soft = runs['hebbnb', 'all', True]
-    return [f"for {heads['dynamic_filters']:.2f}% of the filters after heads-only training and "
+    soft, ref = runs['hebbnb', 'all', True], runs['reference', 'heads', False]
+    return [f"in the reference code too ({ref['dynamic_filters']:.2f}% of its filters after heads-only training)",f"for {heads['dynamic_filters']:.2f}% of the filters after heads-only training and "
             f"{full['dynamic_filters']:.2f}% after full FTWT, which carry {heads['dynamic_share_of_saving']:.1f}% and "
             f"{full['dynamic_share_of_saving']:.1f}% of the saving",
             f"Full FTWT for {soft['epochs_done']} epochs reached {soft['top1']:.2f}% top-1 at a "
