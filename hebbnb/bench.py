@@ -8,6 +8,7 @@ Docs: https://hebbnb.github.io/hebbnb/bench.html.md"""
 from __future__ import annotations
 import argparse, csv, json, os, platform, sys, time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -211,7 +212,10 @@ def cpu_name() -> str:
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def _best_layout(net, widths, xs, repeats):  # -> (ms per image (N,), layout) of the faster static network
-    runs = {mf: latency(lambda x, s=static_steps(net, widths, mf), mf=mf: run_static(s, x, mf), xs, repeats) for mf in (NCHW, CL)}
+    runs = {}
+    for mf in (NCHW, CL):
+        steps = static_steps(net, widths, mf)
+        runs[mf] = latency(partial(run_static, steps, mf=mf), xs, repeats)
     mf = min(runs, key=lambda m: runs[m].mean().item())
     return runs[mf], 'channels_last' if mf is CL else 'contiguous'
 

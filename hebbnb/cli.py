@@ -11,9 +11,8 @@ from importlib import resources
 from dataclasses import asdict, fields
 from pathlib import Path
 import torch
-import hebbnb
 from .train import (TrainConfig, check_config, fit, model_from_checkpoint, setup_runtime, make_data, plain_batches, evaluate, saving_split,
-                          load_checkpoint, NonFiniteLoss, Interrupted, DATASETS)
+                          load_checkpoint, NonFiniteLoss, Interrupted)
 from .data import data_root
 from .flops import static_macs, reduction_curve, r_for_budget, plot_budget
 from .models import input_size

@@ -17,7 +17,7 @@ from .models import ZeroPadShortcut, count_params, dense_macs, input_size
 from .flops import dynamic_macs, head_macs
 from .sparse import fold_bn
 from . import deploy
-from .deploy import ExportedNet, FORMAT, save_exported, load_exported
+from .deploy import ExportedNet, FORMAT, save_exported
 
 # %% auto #0
 __all__ = ['SPEED_COLUMNS', 'filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export', 'export_sizes',

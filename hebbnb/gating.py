@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 from .labels import filter_saliency
-from .mass import check_r, LabelRule, MassLabels, label_rule
+from .mass import LabelRule, MassLabels, label_rule
 from .predictor import MaskPredictor
 
 # %% auto #0

@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, csv, json, math, os, pickle, random, re, signal, time, warnings
+import contextlib, csv, json, math, os, pickle, random, re, signal, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
@@ -14,7 +14,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 import torch.distributed as dist
 from .models import create, available, input_size
-from .gating import gate, gated_layers, GatedConv
+from .gating import gate, gated_layers
 from .predictor import mask_loss
 from .flops import static_macs, dynamic_macs, head_macs, layer_macs
 from .mass import check_r
@@ -157,7 +157,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     return Runtime(device, rank, world)
 
 # %% ../nbs/08_train.ipynb #c014
-from .data import synthetic_images, make_data, plain_batches
+from .data import synthetic_images, make_data, plain_batches  # noqa: F401 (re-exported through _all_)
 _all_ = ['synthetic_images', 'make_data', 'plain_batches']   # `from hebbnb.train import make_data` keeps working
 
 # %% ../nbs/08_train.ipynb #c017
