@@ -8,6 +8,7 @@ Docs: https://hebbnb.github.io/hebbnb/bench.html.md"""
 from __future__ import annotations
 import argparse, csv, json, os, platform, sys, time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -166,15 +167,28 @@ def profile_layers(net: SparseNet,   # executor
 def _tune_layer(L: SparseConv, fractions, reps) -> tuple:  # -> (mf, dmf, dense_above)
     x = torch.rand(1, L.ci, *L.in_hw)
     Wd = {mf: L.W.contiguous(memory_format=mf) for mf in (NCHW, CL)}
-    td = {mf: tmin(lambda: F.conv2d(x.contiguous(memory_format=mf), Wd[mf], L.b, L.stride, L.pad), reps) for mf in (NCHW, CL)}
+    td = {
+        mf: tmin(lambda: F.conv2d(x.contiguous(memory_format=mf), Wd[mf], L.b, L.stride, L.pad), reps)
+        for mf in (NCHW, CL)
+    }
     dmf = min(td, key=td.get)
     ts, tf, q = {NCHW: [], CL: []}, [], []
     for f in fractions:
         ki, ko = max(1, round(f * L.ci)), max(1, round(f * L.co))
         idx, io = torch.randperm(L.ci)[:ki].sort().values, torch.randperm(L.co)[:ko].sort().values
         v, b = x[:, idx].contiguous(), L.b[io]
-        for mf in (NCHW, CL): ts[mf].append(tmin(lambda: F.conv2d(v.contiguous(memory_format=mf), _weights(L, io, idx), b, L.stride, L.pad), reps))
-        tf.append(tmin(lambda: F.conv2d(_dense(v, idx, L.ci).contiguous(memory_format=dmf), Wd[dmf], L.b, L.stride, L.pad).index_select(1, io), reps))
+        for mf in (NCHW, CL):
+            ts[mf].append(
+                tmin(lambda: F.conv2d(v.contiguous(memory_format=mf), _weights(L, io, idx), b, L.stride, L.pad), reps)
+            )
+        tf.append(
+            tmin(
+                lambda: F.conv2d(
+                    _dense(v, idx, L.ci).contiguous(memory_format=dmf), Wd[dmf], L.b, L.stride, L.pad
+                ).index_select(1, io),
+                reps,
+            )
+        )
         q.append(ki * ko / (L.ci * L.co))
     mf = min(ts, key=lambda m: sum(ts[m]))
     gain = [b - a for a, b in zip(ts[mf], tf)]                         # > 0 while the compact path is faster
@@ -211,7 +225,10 @@ def cpu_name() -> str:
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def _best_layout(net, widths, xs, repeats):  # -> (ms per image (N,), layout) of the faster static network
-    runs = {mf: latency(lambda x, s=static_steps(net, widths, mf), mf=mf: run_static(s, x, mf), xs, repeats) for mf in (NCHW, CL)}
+    runs = {}
+    for mf in (NCHW, CL):
+        steps = static_steps(net, widths, mf)
+        runs[mf] = latency(partial(run_static, steps, mf=mf), xs, repeats)
     mf = min(runs, key=lambda m: runs[m].mean().item())
     return runs[mf], 'channels_last' if mf is CL else 'contiguous'
 
@@ -239,17 +256,36 @@ def bench(model: nn.Module,             # trained (or test) gated model
         if t == threads[0]: det['exact'] = check_exact(model, net, xs)
         kept, done = torch.zeros(len(net.layers)), []
         with torch.inference_mode():
-            for x in xs: net(x[None]); kept += torch.tensor(net.kept(), dtype=torch.float); done.append(executed_macs(net))
+            for x in xs:
+                net(x[None])
+                kept += torch.tensor(net.kept(), dtype=torch.float)
+                done.append(executed_macs(net))
         widths = {id(L): k.item() / len(xs) for L, k in zip(net.layers, kept)}
         d, d_layout = _best_layout(net, None, xs, repeats)
         s, _ = _best_layout(net, widths, xs, repeats)
         sp = latency(net, xs, repeats)
         dense_ms, sparse_ms, static_ms = d.mean().item(), sp.mean().item(), s.mean().item()
         ratio = dense_macs / ideal.mean().item()
-        rows.append(dict(arch=arch, r=r, threads=t, dense_ms=dense_ms, sparse_ms=sparse_ms, sparse_p90_ms=sp.quantile(0.9).item(),
-                         static_ms=static_ms, macs_ratio=ratio, R=dense_ms / sparse_ms / ratio, efficiency=static_ms / sparse_ms,
-                         slower_share=(sp > dense_ms).float().mean().item(), torch=torch.__version__, cpu=cpu_name()))
-        det['per_image'][t] = dict(sparse_ms=sp.tolist(), dense_ms=d.tolist(), executed_macs=done, dense_layout=d_layout)
+        rows.append(
+            dict(
+                arch=arch,
+                r=r,
+                threads=t,
+                dense_ms=dense_ms,
+                sparse_ms=sparse_ms,
+                sparse_p90_ms=sp.quantile(0.9).item(),
+                static_ms=static_ms,
+                macs_ratio=ratio,
+                R=dense_ms / sparse_ms / ratio,
+                efficiency=static_ms / sparse_ms,
+                slower_share=(sp > dense_ms).float().mean().item(),
+                torch=torch.__version__,
+                cpu=cpu_name(),
+            )
+        )
+        det['per_image'][t] = dict(
+            sparse_ms=sp.tolist(), dense_ms=d.tolist(), executed_macs=done, dense_layout=d_layout
+        )
         det['widths'] = [w for w in widths.values()]
     torch.set_num_threads(threads0)
     return rows, det
@@ -264,7 +300,11 @@ def plot_speedup(rows: list[dict], det: dict):
     a1.scatter([m / 1e6 for m in det['ideal_macs']], p0['sparse_ms'], s=8, alpha=0.6, label='executor, per image')
     a1.axhline(r0['dense_ms'], color='k', ls='--', label=f"dense {r0['dense_ms']:.2f} ms")
     a1.axhline(r0['static_ms'], color='tab:green', ls=':', label=f"static same widths {r0['static_ms']:.2f} ms")
-    a1.set(xlabel='exact MACs of the image (M)', ylabel='latency (ms)', title=f"{r0['arch']} r={r0['r']}, {r0['threads']} thread(s)")
+    a1.set(
+        xlabel='exact MACs of the image (M)',
+        ylabel='latency (ms)',
+        title=f"{r0['arch']} r={r0['r']}, {r0['threads']} thread(s)",
+    )
     a1.legend(fontsize=8)
     x, w = torch.arange(len(rows)).float(), 0.27
     for i, (k, c) in enumerate([('dense_ms', 'gray'), ('static_ms', 'tab:green'), ('sparse_ms', 'tab:blue')]):
@@ -304,8 +344,11 @@ def plot_table(rows: list[dict]):
     fig = Figure(figsize=(max(5, 1.1 * len(rows) + 2), 3.6), layout='constrained')
     ax = fig.subplots()
     x, w = torch.arange(len(rows)).float(), 0.27
-    bars = [('MACs ratio', lambda d: d['macs_ratio'], 'lightgray'), ('static (ceiling)', lambda d: d['dense_ms'] / d['static_ms'], 'tab:green'),
-            ('executor', lambda d: d['dense_ms'] / d['sparse_ms'], 'tab:blue')]
+    bars = [
+        ('MACs ratio', lambda d: d['macs_ratio'], 'lightgray'),
+        ('static (ceiling)', lambda d: d['dense_ms'] / d['static_ms'], 'tab:green'),
+        ('executor', lambda d: d['dense_ms'] / d['sparse_ms'], 'tab:blue'),
+    ]
     for i, (name, f, c) in enumerate(bars): ax.bar(x + (i - 1) * w, [f(d) for d in rows], w, color=c, label=name)
     ax.axhline(1, color='k', lw=0.8, ls='--')
     ax.set_xticks(x.tolist(), [f"{d['arch']}\nr={d['r']:g}, {int(d['threads'])} thr." for d in rows], fontsize=8)
@@ -316,8 +359,13 @@ def plot_table(rows: list[dict]):
 # %% ../nbs/10a_bench.ipynb #c076
 def bench_parser() -> argparse.ArgumentParser:
     "The command line of `hebbnb-bench`."
-    p = argparse.ArgumentParser(prog='hebbnb-bench', description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.')
-    p.add_argument('--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)')
+    p = argparse.ArgumentParser(
+        prog='hebbnb-bench',
+        description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.',
+    )
+    p.add_argument(
+        '--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)'
+    )
     p.add_argument('--arch', default='resnet20', help='architecture of the random-weight model (ignored with --ckpt)')
     p.add_argument('--r', type=float, default=0.9, help='r reported for the random-weight model (ignored with --ckpt)')
     p.add_argument('--keep', type=float, default=0.5, help='random-weight model: share of inputs keeping each filter')
@@ -330,11 +378,25 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument('--quick', action='store_true', help='smoke test: 8 images, 1 repeat')
     p.add_argument('--seed', type=int, default=0, help='seed of the random-weight model and random images')
     p.add_argument('--out', default='results', help='output folder')
-    p.add_argument('--name', help="the model's name in the rows (default: its architecture, with ':random' for random weights)")
-    p.add_argument('--table', help='also merge the rows into this CSV (replacing rows of the same arch, r and threads) and redraw its plot beside it')
-    p.add_argument('--variants', action='store_true', help='instead: time dense / gated / executor / export (hebbnb.export.time_variants) at batch 1 and --batch, into OUT/variants.csv')
+    p.add_argument(
+        '--name', help="the model's name in the rows (default: its architecture, with ':random' for random weights)"
+    )
+    p.add_argument(
+        '--table',
+        help='also merge the rows into this CSV (replacing rows of the same arch, r and threads) and redraw its plot beside it',
+    )
+    p.add_argument(
+        '--variants',
+        action='store_true',
+        help='instead: time dense / gated / executor / export (hebbnb.export.time_variants) at batch 1 and --batch, into OUT/variants.csv',
+    )
     p.add_argument('--batch', type=int, default=128, help='--variants: batch size of the throughput rows')
-    p.add_argument('--calib-images', type=int, default=2000, help='--variants with --ckpt: training images that decide which filters the export keeps')
+    p.add_argument(
+        '--calib-images',
+        type=int,
+        default=2000,
+        help='--variants with --ckpt: training images that decide which filters the export keeps',
+    )
     return p
 
 def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: int = 0) -> tuple[Tensor, str]:
@@ -344,7 +406,11 @@ def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: 
         if dataset == 'imagenet' and split == 'test':
             from torchvision import datasets, transforms as T
             from hebbnb.data import imagenet_sample, IMAGENET_MEAN, IMAGENET_STD
-            ds = datasets.ImageFolder(imagenet_sample(data) / 'val', T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+
+            ds = datasets.ImageFolder(
+                imagenet_sample(data) / 'val',
+                T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]),
+            )
             return torch.stack([ds[i][0] for i in range(min(n, len(ds)))]), 'imagenet-sample'
     except FileNotFoundError: pass
     return torch.randn(n, *size, generator=torch.Generator().manual_seed(seed)), 'random'
@@ -352,7 +418,8 @@ def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: 
 # %% ../nbs/10a_bench.ipynb #c077
 def _cpu_times() -> tuple[float, float, float]:
     "(busy, total) CPU ticks of the machine from /proc/stat, and this process's CPU seconds."
-    with open('/proc/stat') as f: v = [int(x) for x in f.readline().split()[1:]]   # user nice system idle iowait irq softirq steal ...
+    with open('/proc/stat') as f:
+        v = [int(x) for x in f.readline().split()[1:]]  # user nice system idle iowait irq softirq steal ...
     own = os.times()
     return sum(v) - v[3] - v[4], sum(v), own.user + own.system
 
@@ -367,26 +434,39 @@ def other_load(seconds: float = 0.5) -> float | None:
 def run_bench(argv: list[str] | None = None):  # command-line arguments; default sys.argv[1:]
     "Run `hebbnb-bench` (console script `hebbnb.cli.bench_main`): parse `argv`, time the variants, write the CSV and plots."
     a = bench_parser().parse_args(argv)
-    if a.images < 1 or a.repeats < 1 or min(a.threads) < 1: raise ValueError("--images, --repeats and --threads must be positive")
+    if a.images < 1 or a.repeats < 1 or min(a.threads) < 1:
+        raise ValueError("--images, --repeats and --threads must be positive")
     n, repeats = (min(a.images, 8), 1) if a.quick else (a.images, a.repeats)
     if a.ckpt:
         from hebbnb.train import model_from_checkpoint
         model, ck = model_from_checkpoint(a.ckpt)
-        if not ck['gated']: raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-bench needs an FTWT (gated) checkpoint")
+        if not ck['gated']:
+            raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-bench needs an FTWT (gated) checkpoint")
         arch, r, dataset = ck['arch'], ck['config']['r'], ck['dataset']
     else:
         arch, r = a.arch, a.r
         dataset = 'cifar10' if input_size(arch)[1] == 32 else 'imagenet'
         calib, _ = _images(dataset, input_size(arch), a.data, 256 if dataset == 'cifar10' else 16, 'train', a.seed + 1)
         model, arch = random_gated(arch, a.keep, x=calib, seed=a.seed), f'{arch}:random'
-        print(f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (smoke test, not a result)", file=sys.stderr)
+        print(
+            f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (smoke test, not a result)",
+            file=sys.stderr,
+        )
     xs, source = _images(dataset, input_size(arch.split(':')[0]), a.data, n, seed=a.seed)
     arch = a.name or arch
     if a.variants:
         from hebbnb.export import bench_variants
-        train = calib if not a.ckpt else _images(dataset, input_size(arch.split(':')[0]), a.data, a.calib_images, 'train', a.seed + 1)[0]
+
+        train = (
+            calib
+            if not a.ckpt
+            else _images(dataset, input_size(arch.split(':')[0]), a.data, a.calib_images, 'train', a.seed + 1)[0]
+        )
         return bench_variants(model, train, xs, arch, r, a, repeats)
-    load, others = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None, other_load()   # the load average includes our own start-up
+    load, others = (
+        os.getloadavg()[0] if hasattr(os, 'getloadavg') else None,
+        other_load(),
+    )  # the load average includes our own start-up
     rows, det = bench(model, xs, arch, r, tuple(a.threads), repeats, a.block, a.tune)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     with open(out / 'speedup.csv', 'w', newline='') as f:
@@ -394,13 +474,27 @@ def run_bench(argv: list[str] | None = None):  # command-line arguments; default
     with open(out / 'latency.csv', 'w', newline='') as f:
         w = csv.writer(f); w.writerow(['threads', 'image', 'sparse_ms', 'dense_ms', 'exact_macs', 'executed_macs'])
         for t, p in det['per_image'].items():
-            for i, (s, d, m) in enumerate(zip(p['sparse_ms'], p['dense_ms'], p['executed_macs'])): w.writerow([t, i, s, d, det['ideal_macs'][i], m])
+            for i, (s, d, m) in enumerate(zip(p['sparse_ms'], p['dense_ms'], p['executed_macs'])):
+                w.writerow([t, i, s, d, det['ideal_macs'][i], m])
     plot_speedup(rows, det).savefig(out / 'speedup.png', dpi=120)
-    info = dict(settings=vars(a), images=source, n_images=len(xs), exact=det['exact'], loadavg_before=load, other_cpus_busy_before=others, cpu_count=os.cpu_count(),
-                loadavg_after=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None, dense_layout={t: p['dense_layout'] for t, p in det['per_image'].items()})
+    info = dict(
+        settings=vars(a),
+        images=source,
+        n_images=len(xs),
+        exact=det['exact'],
+        loadavg_before=load,
+        other_cpus_busy_before=others,
+        cpu_count=os.cpu_count(),
+        loadavg_after=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None,
+        dense_layout={t: p['dense_layout'] for t, p in det['per_image'].items()},
+    )
     (out / 'bench.json').write_text(json.dumps(info, indent=1))
     if a.table:
         table = merge_rows(Path(a.table), rows)
         plot_table(table).savefig(Path(a.table).with_suffix('.png'), dpi=120)
-    if others is not None and others > 0.5: print(f"hebbnb-bench: other processes kept {others:.1f} of {os.cpu_count()} CPUs busy just before timing: results are contended", file=sys.stderr)
+    if others is not None and others > 0.5:
+        print(
+            f"hebbnb-bench: other processes kept {others:.1f} of {os.cpu_count()} CPUs busy just before timing: results are contended",
+            file=sys.stderr,
+        )
     for row in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))

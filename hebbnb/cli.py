@@ -11,9 +11,20 @@ from importlib import resources
 from dataclasses import asdict, fields
 from pathlib import Path
 import torch
-import hebbnb
-from .train import (TrainConfig, check_config, fit, model_from_checkpoint, setup_runtime, make_data, plain_batches, evaluate, saving_split,
-                          load_checkpoint, NonFiniteLoss, Interrupted, DATASETS)
+from hebbnb.train import (
+    TrainConfig,
+    check_config,
+    fit,
+    model_from_checkpoint,
+    setup_runtime,
+    make_data,
+    plain_batches,
+    evaluate,
+    saving_split,
+    load_checkpoint,
+    NonFiniteLoss,
+    Interrupted,
+)
 from .data import data_root
 from .flops import static_macs, reduction_curve, r_for_budget, plot_budget
 from .models import input_size
@@ -55,7 +66,10 @@ def shipped_checkpoint(name: str = 'cifar10_resnet20_baseline', # a file `hebbnb
                       ) -> Path:
     "The path of a checkpoint that ships with hebbnb, or a one-line error when the installation lacks it."
     path = PACKAGE_DATA / 'checkpoints' / f'{name}.pt'
-    if not path.is_file(): raise FileNotFoundError(f"{path} is missing from this installation: reinstall hebbnb, or train a baseline (hebbnb-quickstart --train-baseline EPOCHS)")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing from this installation: reinstall hebbnb, or train a baseline (hebbnb-quickstart --train-baseline EPOCHS)"
+        )
     return path
 
 # %% ../nbs/09_cli.ipynb #c008
@@ -71,18 +85,33 @@ def _add_field(p: argparse.ArgumentParser, f, required=False):
     "The flag of `TrainConfig` field `f`, help from its metadata; a bool flips its default: --NAME or --no-NAME."
     name, text = f.name.replace('_', '-'), f.metadata['help']
     if _HINTS[f.name] is bool:
-        return p.add_argument(f'--no-{name}' if f.default else f'--{name}', dest=f.name, action='store_false' if f.default else 'store_true',
-                              default=argparse.SUPPRESS, help=text)
-    p.add_argument(f'--{name}', dest=f.name, default=argparse.SUPPRESS, required=required, help=text, **_flag_type(_HINTS[f.name]))
+        return p.add_argument(
+            f'--no-{name}' if f.default else f'--{name}',
+            dest=f.name,
+            action='store_false' if f.default else 'store_true',
+            default=argparse.SUPPRESS,
+            help=text,
+        )
+    p.add_argument(
+        f'--{name}', dest=f.name, default=argparse.SUPPRESS, required=required, help=text, **_flag_type(_HINTS[f.name])
+    )
+
 
 def train_parser(stage: str) -> argparse.ArgumentParser:
     "The parser of `hebbnb-baseline` (stage 'baseline') or `hebbnb-train` (stage 'ftwt'): a flag for each field of `TrainConfig`."
-    p = argparse.ArgumentParser(prog=f"hebbnb-{'baseline' if stage == 'baseline' else 'train'}",
-                                description='Train a dense baseline.' if stage == 'baseline' else 'Train FTWT from a baseline checkpoint.')
+    p = argparse.ArgumentParser(
+        prog=f"hebbnb-{'baseline' if stage == 'baseline' else 'train'}",
+        description='Train a dense baseline.' if stage == 'baseline' else 'Train FTWT from a baseline checkpoint.',
+    )
     p.add_argument('--config', help='recipe: a name in configs/ (e.g. cifar10_resnet56) or a JSON file')
-    p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt: flags must match the saved run, except data/device/threads/workers/progress and a larger --epochs, which extends it')
+    p.add_argument(
+        '--resume',
+        action='store_true',
+        help='continue from OUT/last.pt: flags must match the saved run, except data/device/threads/workers/progress and a larger --epochs, which extends it',
+    )
     for f in fields(TrainConfig):
-        if f.metadata['help'] is None or (stage == 'baseline' and f.metadata['ftwt']): continue   # method: the command's
+        if f.metadata['help'] is None or (stage == 'baseline' and f.metadata['ftwt']):
+            continue  # method: the command's
         _add_field(p, f, required=f.name == 'out' or (stage == 'ftwt' and f.name == 'init'))
     return p
 
@@ -92,7 +121,9 @@ def resolve_config(stage: str, args: argparse.Namespace) -> TrainConfig:
     recipe = load_recipe(args.config, stage) if args.config else {}
     given = {k: v for k, v in vars(args).items() if k not in ('config', 'resume')}
     last = Path(given.get('out', '')) / 'last.pt'
-    if getattr(args, 'resume', False) and last.is_file():   # what is asked is checked against the saved run (`fit`), never against defaults
+    if (
+        getattr(args, 'resume', False) and last.is_file()
+    ):  # what is asked is checked against the saved run (`fit`), never against defaults
         stage_defaults = {**load_checkpoint(last)['config'], 'method': stage_defaults['method']}
     return check_config(TrainConfig(**{**stage_defaults, **recipe, **given}))
 
@@ -102,12 +133,27 @@ def run_cli(prog: str, fn, argv=None) -> int:
     def fail(msg, code, kind='error: '):
         print(f"{prog}: {kind}{msg}", file=sys.stderr, flush=True); return code
     if os.environ.get('HEBBNB_DEBUG'): fn(argv); return 0
-    try: fn(argv)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e: return fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
-    except NonFiniteLoss as e: return fail(f"{e}; the last good checkpoint is kept", 3)
-    except Interrupted as e: return fail(str(e), 130, kind='')
-    except KeyboardInterrupt: return fail('interrupted', 130, kind='')
-    except Exception as e: return fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (HEBBNB_DEBUG=1 shows the traceback)", 1)
+    try:
+        fn(argv)
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as e:
+        return fail(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
+    except NonFiniteLoss as e:
+        return fail(f"{e}; the last good checkpoint is kept", 3)
+    except Interrupted as e:
+        return fail(str(e), 130, kind='')
+    except KeyboardInterrupt:
+        return fail('interrupted', 130, kind='')
+    except Exception as e:
+        return fail(
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (HEBBNB_DEBUG=1 shows the traceback)", 1
+        )
     return 0
 
 # %% ../nbs/09_cli.ipynb #c014
@@ -116,9 +162,14 @@ def _train(stage: str, argv=None):
     parser = train_parser(stage)
     args = parser.parse_args(argv)
     cfg = resolve_config(stage, args)
-    metrics = fit(cfg, resume=args.resume, command=shlex.join([parser.prog, *argv]))   # metrics.json records it: anyone can rerun the run
+    metrics = fit(
+        cfg, resume=args.resume, command=shlex.join([parser.prog, *argv])
+    )  # metrics.json records it: anyone can rerun the run
     if int(os.environ.get('RANK', 0)) == 0:
-        print(json.dumps({k: metrics[k] for k in ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds')}))
+        print(
+            json.dumps({k: metrics[k] for k in ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds')})
+        )
+
 
 def baseline_main(argv=None):
     "Console script `hebbnb-baseline`."
@@ -130,21 +181,39 @@ def train_main(argv=None):
 
 # %% ../nbs/09_cli.ipynb #c016
 def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='hebbnb-eval', description='Top-1 and exact FLOPs of a checkpoint on its test set.')
+    p = argparse.ArgumentParser(
+        prog='hebbnb-eval', description='Top-1 and exact FLOPs of a checkpoint on its test set.'
+    )
     p.add_argument('--ckpt', required=True, help='a last.pt or best.pt written by hebbnb-baseline / hebbnb-train')
     p.add_argument('--data', help='data folder (default: $HEBBNB_DATA, else ./data)')
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
     p.add_argument('--batch-size', type=int, default=256, help='evaluation batch size')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
     p.add_argument('--max-batches', type=int, help='evaluate on the first N batches only')
-    p.add_argument('--apply', default='predicted', choices=('predicted', 'oracle', 'none'), help='mask applied by a gated model')
+    p.add_argument(
+        '--apply', default='predicted', choices=('predicted', 'oracle', 'none'), help='mask applied by a gated model'
+    )
     return p
 
 def reading_config(ck: dict, data=None, download=True, batch_size=256, device='auto') -> TrainConfig:
     "The config of checkpoint `ck`, set up to read its whole data set (no subsets) from `data` on `device`."
-    data = data if data is not None else None if os.environ.get('HEBBNB_DATA') else ck['config']['data']   # $HEBBNB_DATA beats the path the run was trained with
-    return check_config(TrainConfig(**{**ck['config'], 'data': data, 'download': download,
-                                       'batch_size': batch_size, 'device': device, 'subset': None, 'test_subset': None}))
+    data = (
+        data if data is not None else None if os.environ.get('HEBBNB_DATA') else ck['config']['data']
+    )  # $HEBBNB_DATA beats the path the run was trained with
+    return check_config(
+        TrainConfig(
+            **{
+                **ck['config'],
+                'data': data,
+                'download': download,
+                'batch_size': batch_size,
+                'device': device,
+                'subset': None,
+                'test_subset': None,
+            }
+        )
+    )
+
 
 def evaluate_checkpoint(ckpt, data=None, download=True, batch_size=256, device='auto', max_batches=None, apply='predicted') -> dict:
     "Evaluate a checkpoint on its dataset's test set: top-1 (%), exact MACs and FLOPs reductions (%), static/dynamic split."
@@ -155,35 +224,56 @@ def evaluate_checkpoint(ckpt, data=None, download=True, batch_size=256, device='
     model = model.to(rt.device, memory_format=torch.channels_last)
     res = evaluate(model, test_loader, rt, static_macs(model, input_size(ck['arch'])), max_batches)
     if ck['gated'] and apply == 'predicted': res |= saving_split(model, test_loader, rt, max_batches)
-    return dict(res, arch=ck['arch'], dataset=ck['dataset'], method=ck['config']['method'], r=ck['config']['r'] if ck['gated'] else None, ckpt=str(ckpt))
+    return dict(
+        res,
+        arch=ck['arch'],
+        dataset=ck['dataset'],
+        method=ck['config']['method'],
+        r=ck['config']['r'] if ck['gated'] else None,
+        ckpt=str(ckpt),
+    )
+
 
 def eval_main(argv=None):
     "Console script `hebbnb-eval`."
     def go(argv):
         a = eval_parser().parse_args(argv)
-        if a.batch_size < 1 or (a.max_batches is not None and a.max_batches < 1): raise ValueError("--batch-size and --max-batches must be at least 1")
-        print(json.dumps(evaluate_checkpoint(a.ckpt, a.data, a.download, a.batch_size, a.device, a.max_batches, a.apply)))
+        if a.batch_size < 1 or (a.max_batches is not None and a.max_batches < 1):
+            raise ValueError("--batch-size and --max-batches must be at least 1")
+        print(
+            json.dumps(evaluate_checkpoint(a.ckpt, a.data, a.download, a.batch_size, a.device, a.max_batches, a.apply))
+        )
+
     sys.exit(run_cli('hebbnb-eval', go, argv))
 
 # %% ../nbs/09_cli.ipynb #c018
 DEFAULT_RS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 
-MEASURED = PACKAGE_DATA / 'measured' / 'cifar10_resnet20.csv'   # hebbnb's CIFAR-10 ResNet-20 results (results/ links to it)
+MEASURED = (
+    PACKAGE_DATA / 'measured' / 'cifar10_resnet20.csv'
+)  # hebbnb's CIFAR-10 ResNet-20 results (results/ links to it)
+
 
 def estimate_note() -> str:
     "hebbnb-estimate's note on how far trained heads realise from the estimate, computed from the shipped results table."
     return realised_note(read_rows(MEASURED))
 
 def estimate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='hebbnb-estimate', description='Estimate the FLOPs reduction of thresholds r before training.')
+    p = argparse.ArgumentParser(
+        prog='hebbnb-estimate', description='Estimate the FLOPs reduction of thresholds r before training.'
+    )
     p.add_argument('--ckpt', required=True, help='baseline checkpoint')
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--r', type=float, nargs='+', help='thresholds to estimate')
     g.add_argument('--target-reduction', type=float, help='find r for this FLOPs reduction, in %%')
     p.add_argument('--data', help='data folder (default: $HEBBNB_DATA, else ./data)')
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
-    p.add_argument('--estimator', default='dense', choices=('dense', 'forward'),
-                   help="labels read off one dense forward (default: closest to what trained heads realise), or applied as the forward goes (what perfect heads would reach)")
+    p.add_argument(
+        '--estimator',
+        default='dense',
+        choices=('dense', 'forward'),
+        help="labels read off one dense forward (default: closest to what trained heads realise), or applied as the forward goes (what perfect heads would reach)",
+    )
     p.add_argument('--batches', type=int, default=10, help='batches of training images to estimate on')
     p.add_argument('--batch-size', type=int, default=128, help='images per batch')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
@@ -212,7 +302,14 @@ def estimate_main(argv=None):
         t0 = time.time()
         rs = sorted(set(a.r)) if a.r else DEFAULT_RS
         curve = reduction_curve(model, batches, rs, how=a.estimator)
-        res = dict(ckpt=str(a.ckpt), arch=ck['arch'], estimator=a.estimator, images=sum(len(b) for b in batches), estimates=curve, note=estimate_note())
+        res = dict(
+            ckpt=str(a.ckpt),
+            arch=ck['arch'],
+            estimator=a.estimator,
+            images=sum(len(b) for b in batches),
+            estimates=curve,
+            note=estimate_note(),
+        )
         if a.target_reduction is not None:
             res['target_reduction'] = a.target_reduction
             res['pick'] = r_for_budget(model, batches, a.target_reduction, how=a.estimator)
@@ -220,47 +317,103 @@ def estimate_main(argv=None):
         out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
         (out / 'estimate.json').write_text(json.dumps(res, indent=2))
         plot_budget(curve, a.target_reduction).savefig(out / 'estimate.png', dpi=110)
-        for e in curve: print(f"r = {e['r']:<5g} estimated FLOPs reduction {e['reduction']:5.1f}%  (paper convention {e['reduction_paper']:5.1f}%)")
-        if 'pick' in res: print(f"target {a.target_reduction:g}%: r = {res['pick']['r']:.4f} (estimated {res['pick']['reduction']:.1f}%)")
+        for e in curve:
+            print(
+                f"r = {e['r']:<5g} estimated FLOPs reduction {e['reduction']:5.1f}%  (paper convention {e['reduction_paper']:5.1f}%)"
+            )
+        if 'pick' in res:
+            print(
+                f"target {a.target_reduction:g}%: r = {res['pick']['r']:.4f} (estimated {res['pick']['reduction']:.1f}%)"
+            )
         print(estimate_note())
         print(f"wrote {out / 'estimate.json'} and {out / 'estimate.png'}")
     sys.exit(run_cli('hebbnb-estimate', go, argv))
 
 # %% ../nbs/09_cli.ipynb #c022
 def quickstart_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='hebbnb-quickstart', description='FTWT on CIFAR-10 in minutes: shipped ResNet-20 baseline -> estimate before training -> FTWT on the full training set -> estimate vs realised reduction, table and plot.')
-    p.add_argument('--data', help='data folder (default: $HEBBNB_DATA, else ./data; CIFAR-10 is downloaded there if missing)')
+    p = argparse.ArgumentParser(
+        prog='hebbnb-quickstart',
+        description='FTWT on CIFAR-10 in minutes: shipped ResNet-20 baseline -> estimate before training -> FTWT on the full training set -> estimate vs realised reduction, table and plot.',
+    )
+    p.add_argument(
+        '--data', help='data folder (default: $HEBBNB_DATA, else ./data; CIFAR-10 is downloaded there if missing)'
+    )
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
     p.add_argument('--out', default='runs/quickstart', help='output folder')
     p.add_argument('--r', type=float, nargs='+', default=[0.8], help='FTWT thresholds')
-    p.add_argument('--epochs', type=int, default=2, help='FTWT epochs per threshold (heads learn in the first int(epochs / 2))')
-    p.add_argument('--train-baseline', type=int, metavar='EPOCHS', help='train a baseline for EPOCHS epochs instead of starting from the shipped one (87.46%% top-1, 40 epochs)')
+    p.add_argument(
+        '--epochs', type=int, default=2, help='FTWT epochs per threshold (heads learn in the first int(epochs / 2))'
+    )
+    p.add_argument(
+        '--train-baseline',
+        type=int,
+        metavar='EPOCHS',
+        help='train a baseline for EPOCHS epochs instead of starting from the shipped one (87.46%% top-1, 40 epochs)',
+    )
     p.add_argument('--subset', type=int, help='train on a class-balanced subset of N images (default: all 50,000)')
-    p.add_argument('--test-subset', type=int, help='evaluate on a class-balanced subset of N test images (default: all 10,000)')
-    p.add_argument('--fast', action='store_true', help='smoke test in seconds: 512 training and 256 test images, 4 steps per epoch (figures meaningless)')
+    p.add_argument(
+        '--test-subset', type=int, help='evaluate on a class-balanced subset of N test images (default: all 10,000)'
+    )
+    p.add_argument(
+        '--fast',
+        action='store_true',
+        help='smoke test in seconds: 512 training and 256 test images, 4 steps per epoch (figures meaningless)',
+    )
     p.add_argument('--threads', type=int, help='CPU threads (default: all cores)')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
     p.add_argument('--no-progress', dest='progress', action='store_false', help='hide progress bars')
     return p
 
 # %% ../nbs/09_cli.ipynb #c023
-QUICKSTART_COLUMNS = [('run', 'run', ''), ('r', 'r', 'g'), ('epochs', 'epochs', ''), ('top-1 (%)', 'top1', '.2f'),
-                      ('MMACs', lambda row: row['macs'] / 1e6, '.2f'), ('FLOPs reduction (%)', 'flops_reduction', '.1f'),
-                      ('paper convention (%)', 'flops_reduction_paper', '.1f'),
-                      ('estimated before training (%)', 'estimated_reduction', '.1f'), ('dynamic filters (%)', 'dynamic_filters', '.1f')]
+QUICKSTART_COLUMNS = [
+    ('run', 'run', ''),
+    ('r', 'r', 'g'),
+    ('epochs', 'epochs', ''),
+    ('top-1 (%)', 'top1', '.2f'),
+    ('MMACs', lambda row: row['macs'] / 1e6, '.2f'),
+    ('FLOPs reduction (%)', 'flops_reduction', '.1f'),
+    ('paper convention (%)', 'flops_reduction_paper', '.1f'),
+    ('estimated before training (%)', 'estimated_reduction', '.1f'),
+    ('dynamic filters (%)', 'dynamic_filters', '.1f'),
+]
 METRIC_KEYS = ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters')
-QUICKSTART_RECIPE = 'cifar10_resnet20'   # the recipe the quickstart runs (./configs/ first, then the shipped one), cut to --epochs
+QUICKSTART_RECIPE = (
+    'cifar10_resnet20'  # the recipe the quickstart runs (./configs/ first, then the shipped one), cut to --epochs
+)
+
 
 def quickstart_configs(a: argparse.Namespace,  # parsed `quickstart_parser` arguments
                       ) -> tuple:              # (baseline config or None when --train-baseline is not given, FTWT config)
     "The quickstart's runs: the stages of `QUICKSTART_RECIPE` with the command's epochs, image counts, data and device."
     out, data = Path(a.out), a.data or str(data_root())
-    if a.train_baseline is not None and a.train_baseline < 1: raise ValueError(f"--train-baseline must be at least 1 epoch, got {a.train_baseline}")
-    sizes = dict(subset=a.subset or (512 if a.fast else None), test_subset=a.test_subset or (256 if a.fast else None), max_steps=4 if a.fast else None)
+    if a.train_baseline is not None and a.train_baseline < 1:
+        raise ValueError(f"--train-baseline must be at least 1 epoch, got {a.train_baseline}")
+    sizes = dict(
+        subset=a.subset or (512 if a.fast else None),
+        test_subset=a.test_subset or (256 if a.fast else None),
+        max_steps=4 if a.fast else None,
+    )
     common = dict(data=data, download=a.download, device=a.device, threads=a.threads, progress=a.progress, **sizes)
-    ftwt = check_config(TrainConfig(**{**load_recipe(QUICKSTART_RECIPE, 'ftwt'), **common, 'method': 'ftwt', 'epochs': a.epochs, 'out': str(out)}))
+    ftwt = check_config(
+        TrainConfig(
+            **{
+                **load_recipe(QUICKSTART_RECIPE, 'ftwt'),
+                **common,
+                'method': 'ftwt',
+                'epochs': a.epochs,
+                'out': str(out),
+            }
+        )
+    )
     if not a.train_baseline: return None, ftwt
-    return TrainConfig(**{**load_recipe(QUICKSTART_RECIPE, 'baseline'), **common, 'epochs': a.train_baseline, 'out': str(out / 'baseline')}), ftwt
+    return TrainConfig(
+        **{
+            **load_recipe(QUICKSTART_RECIPE, 'baseline'),
+            **common,
+            'epochs': a.train_baseline,
+            'out': str(out / 'baseline'),
+        }
+    ), ftwt
 
 # %% ../nbs/09_cli.ipynb #c023b
 def quickstart(a: argparse.Namespace) -> list[dict]:
@@ -268,8 +421,11 @@ def quickstart(a: argparse.Namespace) -> list[dict]:
     t0, out = time.time(), Path(a.out)
     for r in a.r: check_r(r)
     baseline, ftwt = quickstart_configs(a)
-    print(f"hebbnb quickstart: FTWT on CIFAR-10 ResNet-20, {ftwt.epochs} epochs per r on {ftwt.subset or 'all 50,000'} training images, "
-          f"tested on {ftwt.test_subset or 'all 10,000'} test images{' (--fast: figures meaningless)' if a.fast else ''}.", flush=True)
+    print(
+        f"hebbnb quickstart: FTWT on CIFAR-10 ResNet-20, {ftwt.epochs} epochs per r on {ftwt.subset or 'all 50,000'} training images, "
+        f"tested on {ftwt.test_subset or 'all 10,000'} test images{' (--fast: figures meaningless)' if a.fast else ''}.",
+        flush=True,
+    )
     if baseline:
         fit(baseline)
         base = out / 'baseline' / 'last.pt'
@@ -278,25 +434,62 @@ def quickstart(a: argparse.Namespace) -> list[dict]:
     rt = setup_runtime(ftwt)
     test_loader = make_data(ftwt, rt)[1]            # the FTWT runs' test images, for a like-for-like baseline row
     model = model.to(rt.device, memory_format=torch.channels_last)
-    rows = [dict(run='baseline', method='baseline', r=None, epochs=ck['epoch'], estimated_reduction=None, **{k: v for k, v in evaluate(model, test_loader, rt, static_macs(model, input_size(ftwt.arch)), ftwt.max_steps).items() if k in METRIC_KEYS})]
+    rows = [
+        dict(
+            run='baseline',
+            method='baseline',
+            r=None,
+            epochs=ck['epoch'],
+            estimated_reduction=None,
+            **{
+                k: v
+                for k, v in evaluate(
+                    model, test_loader, rt, static_macs(model, input_size(ftwt.arch)), ftwt.max_steps
+                ).items()
+                if k in METRIC_KEYS
+            },
+        )
+    ]
     batches = estimation_batches(ck, ftwt.data, a.download, 4, 128, a.device)
     curve = reduction_curve(model.to(batches[0].device), batches, sorted(set(DEFAULT_RS) | set(a.r)), how='dense')
     out.mkdir(parents=True, exist_ok=True); plot_budget(curve).savefig(out / 'estimate.png', dpi=110)
     estimated = {e['r']: e['reduction'] for e in curve}
     for r in a.r:
-        print(f"r = {r:g}: estimated before training: {estimated[r]:.1f}% fewer FLOPs (dense estimator); now training FTWT", flush=True)
+        print(
+            f"r = {r:g}: estimated before training: {estimated[r]:.1f}% fewer FLOPs (dense estimator); now training FTWT",
+            flush=True,
+        )
         m = fit(TrainConfig(**{**asdict(ftwt), 'init': str(base), 'r': r, 'out': str(out / f'ftwt_r{r:g}')}))
-        rows.append(dict(run=f'FTWT r={r:g}', method='ftwt', mode=ftwt.mode, softmax=ftwt.softmax, r=r, epochs=a.epochs, estimated_reduction=estimated[r], **{k: m[k] for k in METRIC_KEYS}))
+        rows.append(
+            dict(
+                run=f'FTWT r={r:g}',
+                method='ftwt',
+                mode=ftwt.mode,
+                softmax=ftwt.softmax,
+                r=r,
+                epochs=a.epochs,
+                estimated_reduction=estimated[r],
+                **{k: m[k] for k in METRIC_KEYS},
+            )
+        )
     table = markdown_table(rows, QUICKSTART_COLUMNS) + '\n'
-    (out / 'results.md').write_text(f"# hebbnb quickstart\n\nCIFAR-10 ResNet-20: FTWT for {a.epochs} epochs from the baseline `{base}`.\n\n{table}")
-    plot_accuracy_vs_flops(rows, 'hebbnb quickstart: CIFAR-10 ResNet-20').savefig(out / 'accuracy_vs_flops.png', dpi=110)
+    (out / 'results.md').write_text(
+        f"# hebbnb quickstart\n\nCIFAR-10 ResNet-20: FTWT for {a.epochs} epochs from the baseline `{base}`.\n\n{table}"
+    )
+    plot_accuracy_vs_flops(rows, 'hebbnb quickstart: CIFAR-10 ResNet-20').savefig(
+        out / 'accuracy_vs_flops.png', dpi=110
+    )
     print('\n' + table)
     for row in rows[1:]:
-        print(f"{row['run']}: estimated {row['estimated_reduction']:.1f}% before training, realised {row['flops_reduction']:.1f}% exact FLOPs reduction "
-              f"(conv + linear MACs, heads excluded) at {row['top1']:.2f}% top-1 (baseline {rows[0]['top1']:.2f}%); {row['dynamic_filters']:.1f}% of the "
-              "gated filters change with the input (dynamic), the rest are kept or dropped for every image (static)")
+        print(
+            f"{row['run']}: estimated {row['estimated_reduction']:.1f}% before training, realised {row['flops_reduction']:.1f}% exact FLOPs reduction "
+            f"(conv + linear MACs, heads excluded) at {row['top1']:.2f}% top-1 (baseline {rows[0]['top1']:.2f}%); {row['dynamic_filters']:.1f}% of the "
+            "gated filters change with the input (dynamic), the rest are kept or dropped for every image (static)"
+        )
     print(estimate_note())
-    print(f"wrote {out / 'results.md'}, {out / 'accuracy_vs_flops.png'} and {out / 'estimate.png'} in {time.time() - t0:.0f} s")
+    print(
+        f"wrote {out / 'results.md'}, {out / 'accuracy_vs_flops.png'} and {out / 'estimate.png'} in {time.time() - t0:.0f} s"
+    )
     return rows
 
 def quickstart_main(argv=None):

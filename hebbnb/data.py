@@ -86,7 +86,12 @@ def _assemble(files: dict, desc: str) -> dict: # train=(x, y), test=(x, y), clas
         keys = sorted(k for k in files if k[0] == split)
         if not keys: raise FileNotFoundError(f'no {split} images in {desc}')
         src = [io.BytesIO(files[k]) if isinstance(files[k], bytes) else files[k] for k in keys]
-        x = np.stack([np.asarray(Image.open(f).convert('RGB')) for f in tqdm(src, desc=f'decoding {split}', leave=False, disable=not interactive())])
+        x = np.stack(
+            [
+                np.asarray(Image.open(f).convert('RGB'))
+                for f in tqdm(src, desc=f'decoding {split}', leave=False, disable=not interactive())
+            ]
+        )
         out[split] = (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor([cidx[k[1]] for k in keys]))
     return out
 
@@ -104,7 +109,9 @@ def _find_cifar(root: Path, dataset: str) -> tuple|None: # ('torchvision'|'tree'
 def _read_torchvision(root: Path, dataset: str) -> dict:
     "CIFAR in torchvision's pickled layout, as uint8 (N, 3, 32, 32) tensors"
     ds = {s: getattr(datasets, _TV[dataset][1])(root, train=s == 'train') for s in ('train', 'test')}
-    out = {s: (torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets)) for s, d in ds.items()}
+    out = {
+        s: (torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets)) for s, d in ds.items()
+    }
     return {**out, 'classes': list(ds['train'].classes)}
 
 def _download(root: Path, dataset: str, download: bool) -> tuple:
@@ -112,15 +119,22 @@ def _download(root: Path, dataset: str, download: bool) -> tuple:
     msg = (f"no {dataset} found in {root} (looked for {_TV[dataset][0]}/, {dataset}/train+test/, {dataset}*.tar.gz)"
            f"{'' if download else ' and download=False'}")
     if download:
-        try: getattr(datasets, _TV[dataset][1])(root, train=True, download=True); return 'torchvision', root/_TV[dataset][0]
-        except Exception as e: msg += f" and downloading failed ({type(e).__name__})"
+        try:
+            getattr(datasets, _TV[dataset][1])(root, train=True, download=True)
+            return 'torchvision', root / _TV[dataset][0]
+        except Exception as e:
+            msg += f" and downloading failed ({type(e).__name__})"
     raise FileNotFoundError(msg + "; point --data DIR or HEBBNB_DATA at a folder holding one of them")
 
 # %% ../nbs/07_data.ipynb #c017
 def _cache_file(src: Path, name: str) -> Path:
     "A cache path keyed by the source's resolved path, size and mtime"
     st = src.stat()
-    return cache_dir()/f"{name}-{hashlib.sha1(f'{src.resolve()}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()[:12]}.pt"
+    return (
+        cache_dir()
+        / f"{name}-{hashlib.sha1(f'{src.resolve()}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()[:12]}.pt"
+    )
+
 
 def load_cifar(dataset: str='cifar10', # 'cifar10' or 'cifar100'
                data: str|Path|None=None, # data root, see `data_root`
@@ -229,7 +243,9 @@ def show_batch(xb: Tensor, # normalised images (B, 3, H, W)
     "A grid of the first `n` images of a normalised batch with their class names; returns the Figure."
     import matplotlib.pyplot as plt
     n = min(n, len(xb)); nrows = math.ceil(n / ncols)
-    img = (xb[:n].detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
+    img = (xb[:n].detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(
+        0, 1
+    )
     fig, axs = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.35 * nrows), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
@@ -271,8 +287,11 @@ def imagenet_sample(data: str|Path|None=None, # data root, see `data_root`
 # %% ../nbs/07_data.ipynb #c042
 class ShardSampler(Sampler):
     "Indices `rank, rank + world_size, ...` of `n`: every sample on exactly one process, none repeated (evaluation)."
-    def __init__(self, n: int, rank: int|None=None, world_size: int|None=None): # default: this process in the group
-        self.idx = range(dist.get_rank() if rank is None else rank, n, dist.get_world_size() if world_size is None else world_size)
+    def __init__(self, n: int, rank: int|None=None, world_size: int|None=None):  # default: this process in the group
+        self.idx = range(
+            dist.get_rank() if rank is None else rank, n, dist.get_world_size() if world_size is None else world_size
+        )
+
     def __iter__(self): return iter(self.idx)
     def __len__(self): return len(self.idx)
 

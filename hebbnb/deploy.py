@@ -40,7 +40,7 @@ class Conv(nn.Module):
         self.act, self.gate = ACTS[act](), gate
         if gate is not None:
             self.head_weight, self.head_bias = nn.Parameter(torch.zeros(co, ci)), nn.Parameter(torch.zeros(co))
-            self.head_zero = nn.Parameter(torch.zeros(co))      # w_0: summed head columns of the n_zero removed channels
+            self.head_zero = nn.Parameter(torch.zeros(co))  # w_0: summed head columns of the n_zero removed channels
         self.register_buffer('res_index', None if res_index is None else torch.zeros(res_index, dtype=torch.long))
 
     def logits(self, x: Tensor) -> Tensor:  # (B, ci, H, W) -> (B, co)
@@ -64,18 +64,34 @@ class Add(nn.Module):
     "Sum of two tensors, each re-indexed first where its channel set differs from the sum's."
     def __init__(self, sizes: list):  # per input: the length of its channel index, or None
         super().__init__()
-        for i, n in enumerate(sizes): self.register_buffer(f'index{i}', None if n is None else torch.zeros(n, dtype=torch.long))
+        for i, n in enumerate(sizes):
+            self.register_buffer(f'index{i}', None if n is None else torch.zeros(n, dtype=torch.long))
+
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         if self.index0 is not None: a = embed(a, self.index0)
         if self.index1 is not None: b = embed(b, self.index1)
         return a + b
 
 # %% ../nbs/11a_deploy.ipynb #c016
-MODULES = ('MaxPool2d', 'AvgPool2d', 'AdaptiveAvgPool2d', 'ReLU', 'ReLU6', 'Flatten')  # channel-wise modules a spec may name
+MODULES = (
+    'MaxPool2d',
+    'AvgPool2d',
+    'AdaptiveAvgPool2d',
+    'ReLU',
+    'ReLU6',
+    'Flatten',
+)  # channel-wise modules a spec may name
+
 
 def _unit(node: dict) -> nn.Module | None:
     op = node['op']
-    if op == 'conv': return Conv(**{k: node[k] for k in ('ci', 'co', 'ks', 'stride', 'padding', 'dilation', 'groups', 'act', 'gate', 'res_index')})
+    if op == 'conv':
+        return Conv(
+            **{
+                k: node[k]
+                for k in ('ci', 'co', 'ks', 'stride', 'padding', 'dilation', 'groups', 'act', 'gate', 'res_index')
+            }
+        )
     if op == 'add': return Add(node['sizes'])
     if op == 'linear': return nn.Linear(node['ci'], node['co'])
     if op == 'module':

@@ -17,7 +17,7 @@ from .models import ZeroPadShortcut, count_params, dense_macs, input_size
 from .flops import dynamic_macs, head_macs
 from .sparse import fold_bn
 from . import deploy
-from .deploy import ExportedNet, FORMAT, save_exported, load_exported
+from .deploy import ExportedNet, FORMAT, save_exported
 
 # %% auto #0
 __all__ = ['SPEED_COLUMNS', 'filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export', 'export_sizes',
@@ -59,7 +59,13 @@ def _kind(node: fx.Node, mods: dict) -> str:
     if node.op in ('placeholder', 'output'): return 'input' if node.op == 'placeholder' else 'output'
     if node.op == 'call_module':
         m = mods[node.target]
-        for t, k in ((GatedConv, 'conv'), (ZeroPadShortcut, 'pad'), ((nn.Identity, nn.Dropout), 'skip'), (_CHANNELWISE, 'same'), (nn.Linear, 'linear')):
+        for t, k in (
+            (GatedConv, 'conv'),
+            (ZeroPadShortcut, 'pad'),
+            ((nn.Identity, nn.Dropout), 'skip'),
+            (_CHANNELWISE, 'same'),
+            (nn.Linear, 'linear'),
+        ):
             if isinstance(m, t): return k
     if node.target in (operator.add, torch.add, 'add'): return 'add'
     if node.target in (torch.flatten, 'flatten', F.relu, torch.relu, 'relu'): return 'same'
@@ -81,11 +87,19 @@ def _dw_sets(graph: fx.Graph, mods: dict, role: dict) -> dict:
     "The channel set shared by each depthwise conv and the gated conv feeding it."
     sets = {}
     for node in graph.nodes:
-        if node.op != 'call_module' or not isinstance(mods[node.target], GatedConv) or mods[node.target].conv.groups == 1: continue
+        if (
+            node.op != 'call_module'
+            or not isinstance(mods[node.target], GatedConv)
+            or mods[node.target].conv.groups == 1
+        ):
+            continue
         c, prod = mods[node.target].conv, node.args[0]
-        if not c.groups == c.in_channels == c.out_channels: raise NotImplementedError(f"export: grouped conv {node.target} that is not depthwise")
+        if not c.groups == c.in_channels == c.out_channels:
+            raise NotImplementedError(f"export: grouped conv {node.target} that is not depthwise")
         if not (prod.op == 'call_module' and isinstance(mods[prod.target], GatedConv) and len(prod.users) == 1):
-            raise NotImplementedError(f"export: depthwise conv {node.target} must read the output of one gated conv used nowhere else")
+            raise NotImplementedError(
+                f"export: depthwise conv {node.target} must read the output of one gated conv used nowhere else"
+            )
         r, rp = role[id(mods[node.target])], role[id(mods[prod.target])]
         gated = bool((r['alive'] & ~r['static']).any())
         sets[node] = sets[prod] = _nonempty(r['alive'] | rp['alive'] if gated else r['alive'])
@@ -98,16 +112,26 @@ def _conv_unit(g: GatedConv, P_in: Tensor, P_out: Tensor, r: dict) -> tuple[dict
     c, dw = g.conv, g.conv.groups > 1
     W, b = fold_bn(c, g.bn)                                                   # (C, C_in/g, kh, kw), (C,)
     W, b = W[P_out] if dw else W[P_out][:, P_in], b[P_out].clone()
-    zero = ~r['alive'][P_out]                                                 # zero filters: kept only to feed a depthwise conv
+    zero = ~r['alive'][P_out]  # zero filters: kept only to feed a depthwise conv
     W[zero], b[zero] = 0, 0
     dyn = (r['alive'] & ~r['static'])[P_out]                                  # input-dependent filters
-    spec = dict(ci=len(P_in), co=len(P_out), ks=list(c.kernel_size), stride=list(c.stride), padding=list(c.padding),
-                dilation=list(c.dilation), groups=len(P_out) if dw else 1, act=_ACT_NAMES[type(g.act)], gate=None, res_index=None)
+    spec = dict(
+        ci=len(P_in),
+        co=len(P_out),
+        ks=list(c.kernel_size),
+        stride=list(c.stride),
+        padding=list(c.padding),
+        dilation=list(c.dilation),
+        groups=len(P_out) if dw else 1,
+        act=_ACT_NAMES[type(g.act)],
+        gate=None,
+        res_index=None,
+    )
     t = {'conv.weight': W, 'conv.bias': b}
     if dyn.any():
         Wh = g.predictor.fc.weight.detach().flatten(1)[P_out]                 # (k, C_in)
         Hw, Hb = Wh[:, P_in].clone(), g.predictor.fc.bias.detach()[P_out].clone()
-        H0 = Wh.sum(1) - Hw.sum(1)                                            # w_0: columns of the removed input channels
+        H0 = Wh.sum(1) - Hw.sum(1)  # w_0: columns of the removed input channels
         Hw[~dyn], Hb[~dyn], H0[~dyn] = 0, 1, 0                                # static filters: logit 1, always kept
         spec['gate'] = dict(pool=g.predictor.pool, softmax=g.predictor.softmax, n_zero=c.in_channels - len(P_in))
         t.update(head_weight=Hw, head_bias=Hb, head_zero=H0)
@@ -118,15 +142,23 @@ def _conv_unit(g: GatedConv, P_in: Tensor, P_out: Tensor, r: dict) -> tuple[dict
 # %% ../nbs/11_export.ipynb #c018
 def _module_spec(m: nn.Module) -> dict:
     "A channel-wise torch.nn module as {'type', 'kwargs'} for the spec."
-    keys = {nn.MaxPool2d: ('kernel_size', 'stride', 'padding', 'dilation', 'ceil_mode'), nn.AdaptiveAvgPool2d: ('output_size',),
-            nn.AvgPool2d: ('kernel_size', 'stride', 'padding', 'ceil_mode', 'count_include_pad'), nn.Flatten: ('start_dim', 'end_dim'),
-            nn.ReLU: (), nn.ReLU6: ()}[type(m)]
+    keys = {
+        nn.MaxPool2d: ('kernel_size', 'stride', 'padding', 'dilation', 'ceil_mode'),
+        nn.AdaptiveAvgPool2d: ('output_size',),
+        nn.AvgPool2d: ('kernel_size', 'stride', 'padding', 'ceil_mode', 'count_include_pad'),
+        nn.Flatten: ('start_dim', 'end_dim'),
+        nn.ReLU: (),
+        nn.ReLU6: (),
+    }[type(m)]
     return dict(type=type(m).__name__, kwargs={k: getattr(m, k) for k in keys})
 
 def _channelwise(node: fx.Node, m: nn.Module | None) -> dict:
     if m is not None: return _module_spec(m)
     if node.target in (torch.flatten, 'flatten'):
-        return dict(type='Flatten', kwargs=dict(start_dim=node.args[1] if len(node.args) > 1 else node.kwargs.get('start_dim', 0), end_dim=-1))
+        return dict(
+            type='Flatten',
+            kwargs=dict(start_dim=node.args[1] if len(node.args) > 1 else node.kwargs.get('start_dim', 0), end_dim=-1),
+        )
     return dict(type='ReLU', kwargs={})
 
 # %% ../nbs/11_export.ipynb #c019
@@ -147,9 +179,11 @@ def prune_gated(model: nn.Module,       # gated model, eval mode
             g, res = mods[node.target], node.args[1] if len(node.args) > 1 else node.kwargs.get('residual')
             P[node], C[node] = dw_sets.get(node, _nonempty(role[id(g)]['alive'])), g.conv.out_channels
             spec, t, stats = _conv_unit(g, P[a], P[node], role[id(g)])
-            if res is not None and (pos := _positions(P[res], P[node], C[node])) is not None: spec['res_index'], t['res_index'] = len(pos), pos
+            if res is not None and (pos := _positions(P[res], P[node], C[node])) is not None:
+                spec['res_index'], t['res_index'] = len(pos), pos
             emit(node, 'conv', [a] + ([res] if res is not None else []), **spec)
-            tensors.update({f'units.{node.name}.{k}': v for k, v in t.items()}); layers.append(dict(layer=node.target, **stats))
+            tensors.update({f'units.{node.name}.{k}': v for k, v in t.items()})
+            layers.append(dict(layer=node.target, **stats))
         elif kind in ('pad', 'same', 'skip'):
             P[node], C[node] = P[a], mods[node.target].planes if kind == 'pad' else C[a]
             m = mods[node.target].pool if kind == 'pad' else mods.get(node.target) if node.op == 'call_module' else None
@@ -165,7 +199,12 @@ def prune_gated(model: nn.Module,       # gated model, eval mode
             lin = mods[node.target]
             P[node], C[node] = torch.arange(lin.out_features), lin.out_features
             emit(node, 'linear', [a], ci=len(P[a]), co=lin.out_features)
-            tensors.update({f'units.{node.name}.weight': lin.weight.detach()[:, P[a]], f'units.{node.name}.bias': lin.bias.detach()})
+            tensors.update(
+                {
+                    f'units.{node.name}.weight': lin.weight.detach()[:, P[a]],
+                    f'units.{node.name}.bias': lin.bias.detach(),
+                }
+            )
         else: out = name[a]
     net = ExportedNet(dict(format=FORMAT, in_channels=in_channels, nodes=nodes, output=out))
     net.load_state_dict(tensors)
@@ -192,16 +231,28 @@ def compare_export(model: nn.Module, net: ExportedNet, roles: list[dict],
                   ) -> dict:
     "Top-1 (%) of the gated model and of its export, their agreement, and the gated model's mean exact MACs."
     layers = gated_layers(set_mask_source(model, 'predicted').eval())
-    s = dict(images=0, correct_gated=0, correct_export=0, same_class=0, max_abs_diff=0., removed_kept=0, static_dropped=0, macs=0.)
+    s = dict(
+        images=0,
+        correct_gated=0,
+        correct_export=0,
+        same_class=0,
+        max_abs_diff=0.0,
+        removed_kept=0,
+        static_dropped=0,
+        macs=0.0,
+    )
     for i, (x, y) in enumerate(batches):
         if max_batches is not None and i >= max_batches: break
         ref, out = model(x), net(x)
         s['images'] += len(y); s['macs'] += dynamic_macs(model).sum().item()
-        s['correct_gated'] += (ref.argmax(1) == y).sum().item(); s['correct_export'] += (out.argmax(1) == y).sum().item()
-        s['same_class'] += (ref.argmax(1) == out.argmax(1)).sum().item(); s['max_abs_diff'] = max(s['max_abs_diff'], (ref - out).abs().max().item())
+        s['correct_gated'] += (ref.argmax(1) == y).sum().item()
+        s['correct_export'] += (out.argmax(1) == y).sum().item()
+        s['same_class'] += (ref.argmax(1) == out.argmax(1)).sum().item()
+        s['max_abs_diff'] = max(s['max_abs_diff'], (ref - out).abs().max().item())
         for g, r in zip(layers, roles):
             on = g.mask > 0
-            s['removed_kept'] += (on & ~r['alive']).sum().item(); s['static_dropped'] += (~on & r['static']).sum().item()
+            s['removed_kept'] += (on & ~r['alive']).sum().item()
+            s['static_dropped'] += (~on & r['static']).sum().item()
     n = max(s['images'], 1)
     return dict(images=s['images'], top1_gated=100 * s['correct_gated'] / n, top1_export=100 * s['correct_export'] / n,
                 same_class=s['same_class'] / n, max_abs_logit_diff=s['max_abs_diff'], removed_kept=s['removed_kept'],
@@ -211,10 +262,16 @@ def export_sizes(model: nn.Module, net: ExportedNet, size: tuple) -> dict:
     "Parameters and dense conv + linear MACs for one `size` (C, H, W) input: gated model (heads apart) and export."
     heads = [g.predictor for g in gated_layers(model)]
     units = [u for u in net.units.values() if isinstance(u, deploy.Conv) and u.gate is not None]
-    return dict(params_dense=count_params(model) - sum(count_params(h) for h in heads), params_gated=count_params(model),
-                params_export=count_params(net), params_export_heads=sum(u.head_weight.numel() + 2 * u.head_bias.numel() for u in units),
-                macs_dense=dense_macs(model, size), macs_export=dense_macs(net, size),
-                head_macs_gated=head_macs(model), head_macs_export=sum(u.head_weight.numel() for u in units))
+    return dict(
+        params_dense=count_params(model) - sum(count_params(h) for h in heads),
+        params_gated=count_params(model),
+        params_export=count_params(net),
+        params_export_heads=sum(u.head_weight.numel() + 2 * u.head_bias.numel() for u in units),
+        macs_dense=dense_macs(model, size),
+        macs_export=dense_macs(net, size),
+        head_macs_gated=head_macs(model),
+        head_macs_export=sum(u.head_weight.numel() for u in units),
+    )
 
 # %% ../nbs/11_export.ipynb #c028
 def write_onnx(net: ExportedNet, x: Tensor, path) -> dict:
@@ -227,19 +284,31 @@ def write_onnx(net: ExportedNet, x: Tensor, path) -> dict:
                           dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
     try: import onnxruntime as ort
     except ImportError: return dict(written=True, checked=False, note='onnxruntime is not installed: not checked')
-    got = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'images': x.contiguous().numpy()})[0]
+    got = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(
+        None, {'images': x.contiguous().numpy()}
+    )[0]
     with torch.no_grad(): ref = net(x)
     return dict(written=True, checked=True, max_abs_diff=float((torch.from_numpy(got) - ref).abs().max()))
 
 # %% ../nbs/11_export.ipynb #c031
 def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='hebbnb-export', description='Remove the filters an FTWT checkpoint never keeps and write a smaller network (PyTorch spec + state dict, ONNX).')
+    p = argparse.ArgumentParser(
+        prog='hebbnb-export',
+        description='Remove the filters an FTWT checkpoint never keeps and write a smaller network (PyTorch spec + state dict, ONNX).',
+    )
     p.add_argument('--ckpt', required=True, help='FTWT checkpoint written by hebbnb-train')
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--data', help='data folder (default: $HEBBNB_DATA, else ./data)')
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
-    p.add_argument('--min-share', type=float, default=0.0, help='remove filters kept for at most this share of training images (0: only never-kept ones)')
-    p.add_argument('--calib-images', type=int, help='measure filter usage on the first N training images (default: all)')
+    p.add_argument(
+        '--min-share',
+        type=float,
+        default=0.0,
+        help='remove filters kept for at most this share of training images (0: only never-kept ones)',
+    )
+    p.add_argument(
+        '--calib-images', type=int, help='measure filter usage on the first N training images (default: all)'
+    )
     p.add_argument('--test-subset', type=int, help='compare on a fixed class-balanced subset of N test images')
     p.add_argument('--max-batches', type=int, help='compare on the first N test batches only')
     p.add_argument('--batch-size', type=int, default=256, help='batch size for measuring and comparing')
@@ -262,8 +331,20 @@ def _calibration(cfg,             # the checkpoint's TrainConfig: dataset, data,
 
 def _input_spec(ck: dict) -> dict:  # what the exported model expects: its input size and per-channel normalisation
     from hebbnb.data import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if ck['dataset'] == 'imagenet' else (CIFAR_MEAN.get(ck['dataset'], (0., 0., 0.)), CIFAR_STD.get(ck['dataset'], (1., 1., 1.)))  # synthetic: not normalised
-    return dict(shape=['B', *input_size(ck['arch'])], dtype='float32', pixels='RGB scaled to [0, 1], then (x - mean) / std per channel', mean=mean, std=std)
+
+    mean, std = (
+        (IMAGENET_MEAN, IMAGENET_STD)
+        if ck['dataset'] == 'imagenet'
+        else (CIFAR_MEAN.get(ck['dataset'], (0.0, 0.0, 0.0)), CIFAR_STD.get(ck['dataset'], (1.0, 1.0, 1.0)))
+    )  # synthetic: not normalised
+    return dict(
+        shape=['B', *input_size(ck['arch'])],
+        dtype='float32',
+        pixels='RGB scaled to [0, 1], then (x - mean) / std per channel',
+        mean=mean,
+        std=std,
+    )
+
 
 def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` arguments
                       command: str | None = None,  # the command line, recorded in export.json
@@ -273,27 +354,64 @@ def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` argum
     from hebbnb.data import make_data, plain_batches
     from hebbnb.cli import reading_config
     for k in ('calib_images', 'test_subset', 'max_batches', 'batch_size', 'threads'):
-        if getattr(a, k) is not None and getattr(a, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
+        if getattr(a, k) is not None and getattr(a, k) < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
     model, ck = model_from_checkpoint(a.ckpt)
-    if not ck['gated']: raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-export needs an FTWT (gated) checkpoint")
-    cfg = replace(reading_config(ck, a.data, a.download, a.batch_size, 'cpu'), threads=a.threads, test_subset=a.test_subset)
+    if not ck['gated']:
+        raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-export needs an FTWT (gated) checkpoint")
+    cfg = replace(
+        reading_config(ck, a.data, a.download, a.batch_size, 'cpu'), threads=a.threads, test_subset=a.test_subset
+    )
     rt = setup_runtime(cfg)
     calib = _calibration(cfg, rt, a.calib_images)
     net, layers, roles = export_pruned(model, calib, a.min_share)
     test = make_data(cfg, rt)[1] if a.test_subset else plain_batches(cfg, rt, 'test')
-    cmp, sizes = compare_export(model, net, roles, test, a.max_batches), export_sizes(model, net, input_size(ck['arch']))
+    cmp, sizes = (
+        compare_export(model, net, roles, test, a.max_batches),
+        export_sizes(model, net, input_size(ck['arch'])),
+    )
     out = save_exported(net, a.out)
     shutil.copyfile(deploy.__file__, out / 'hebbnb_deploy.py')
-    onnx = write_onnx(net, next(iter(test))[0][:4].contiguous(), out / 'model.onnx') if a.onnx else dict(written=False, note='--no-onnx')
+    onnx = (
+        write_onnx(net, next(iter(test))[0][:4].contiguous(), out / 'model.onnx')
+        if a.onnx
+        else dict(written=False, note='--no-onnx')
+    )
     dense, gated, export = sizes['macs_dense'], cmp.pop('gated_macs'), sizes['macs_export']
-    report = dict(ckpt=str(a.ckpt), arch=ck['arch'], dataset=ck['dataset'], r=ck['config']['r'], min_share=a.min_share,
-                  calib_images=sum(len(x) for x in calib), input=_input_spec(ck),
-                  files=dict(spec='model.json', weights='model.pt', runtime='hebbnb_deploy.py', onnx='model.onnx' if onnx['written'] else None),
-                  params=dict(dense=sizes['params_dense'], gated=sizes['params_gated'], export=sizes['params_export'], export_heads=sizes['params_export_heads']),
-                  macs=dict(dense=dense, gated=gated, export=export, head_gated=sizes['head_macs_gated'], head_export=sizes['head_macs_export']),
-                  saving_kept=(dense - export) / (dense - gated) if dense > gated else None,
-                  test=cmp, exact=cmp['removed_kept'] == 0 and cmp['static_dropped'] == 0, onnx=onnx, layers=layers,
-                  command=command)
+    report = dict(
+        ckpt=str(a.ckpt),
+        arch=ck['arch'],
+        dataset=ck['dataset'],
+        r=ck['config']['r'],
+        min_share=a.min_share,
+        calib_images=sum(len(x) for x in calib),
+        input=_input_spec(ck),
+        files=dict(
+            spec='model.json',
+            weights='model.pt',
+            runtime='hebbnb_deploy.py',
+            onnx='model.onnx' if onnx['written'] else None,
+        ),
+        params=dict(
+            dense=sizes['params_dense'],
+            gated=sizes['params_gated'],
+            export=sizes['params_export'],
+            export_heads=sizes['params_export_heads'],
+        ),
+        macs=dict(
+            dense=dense,
+            gated=gated,
+            export=export,
+            head_gated=sizes['head_macs_gated'],
+            head_export=sizes['head_macs_export'],
+        ),
+        saving_kept=(dense - export) / (dense - gated) if dense > gated else None,
+        test=cmp,
+        exact=cmp['removed_kept'] == 0 and cmp['static_dropped'] == 0,
+        onnx=onnx,
+        layers=layers,
+        command=command,
+    )
     (out / 'export.json').write_text(json.dumps(report, indent=1))
     return report
 
@@ -304,13 +422,36 @@ def run_export(argv: list[str] | None = None):  # command-line arguments; defaul
     print(json.dumps({k: r[k] for k in ('arch', 'params', 'macs', 'saving_kept', 'test', 'exact')}))
 
 # %% ../nbs/11_export.ipynb #c034
-SPEED_COLUMNS = ['arch', 'r', 'variant', 'batch', 'threads', 'ms', 'ms_p90', 'images_per_s', 'macs', 'macs_ratio', 'speedup', 'R',
-                 'torch', 'cpu']
+SPEED_COLUMNS = [
+    'arch',
+    'r',
+    'variant',
+    'batch',
+    'threads',
+    'ms',
+    'ms_p90',
+    'images_per_s',
+    'macs',
+    'macs_ratio',
+    'speedup',
+    'R',
+    'torch',
+    'cpu',
+]
 
 def _dense_twin(model: nn.Module, n_in: int) -> ExportedNet:
     "The gated model with every filter kept and no heads, in the export's form."
-    return prune_gated(model, [dict(alive=torch.ones(g.conv.out_channels, dtype=torch.bool), static=torch.ones(g.conv.out_channels, dtype=torch.bool))
-                               for g in gated_layers(model)], n_in)[0]
+    return prune_gated(
+        model,
+        [
+            dict(
+                alive=torch.ones(g.conv.out_channels, dtype=torch.bool),
+                static=torch.ones(g.conv.out_channels, dtype=torch.bool),
+            )
+            for g in gated_layers(model)
+        ],
+        n_in,
+    )[0]
 
 @torch.no_grad()
 def _throughput(f, xs: Tensor, batch: int, reps: int) -> float:  # ms per image at batch `batch`
@@ -345,14 +486,34 @@ def time_variants(model: nn.Module,        # trained gated model
     try:
         for t in threads:
             torch.set_num_threads(t)
-            fs = dict(dense=dense, gated=_outside_inference_mode(model), executor=to_sparse(model, warm=xs[:4]), export=net)
+            fs = dict(
+                dense=dense, gated=_outside_inference_mode(model), executor=to_sparse(model, warm=xs[:4]), export=net
+            )
             for B in (1, batch):
-                ms = {k: latency(f, xs, repeats) if B == 1 else torch.tensor([_throughput(f, xs, B, repeats)]) for k, f in fs.items()}
+                ms = {
+                    k: latency(f, xs, repeats) if B == 1 else torch.tensor([_throughput(f, xs, B, repeats)])
+                    for k, f in fs.items()
+                }
                 for k, v in ms.items():
                     speedup, ratio = ms['dense'].mean().item() / v.mean().item(), macs['dense'] / macs[k]
-                    rows.append(dict(arch=arch, r=r, variant=k, batch=B, threads=t, ms=v.mean().item(), ms_p90=v.quantile(0.9).item(),
-                                     images_per_s=1e3 / v.mean().item(), macs=macs[k], macs_ratio=ratio, speedup=speedup,
-                                     R=speedup / ratio, torch=torch.__version__, cpu=cpu_name()))
+                    rows.append(
+                        dict(
+                            arch=arch,
+                            r=r,
+                            variant=k,
+                            batch=B,
+                            threads=t,
+                            ms=v.mean().item(),
+                            ms_p90=v.quantile(0.9).item(),
+                            images_per_s=1e3 / v.mean().item(),
+                            macs=macs[k],
+                            macs_ratio=ratio,
+                            speedup=speedup,
+                            R=speedup / ratio,
+                            torch=torch.__version__,
+                            cpu=cpu_name(),
+                        )
+                    )
     finally: torch.set_num_threads(t0)
     return rows
 
@@ -362,7 +523,8 @@ def merge_variant_rows(path: Path, rows: list[dict]) -> list[dict]:
     import csv
     key = lambda d: (d['arch'], float(d['r']), d['variant'], int(d['batch']), int(d['threads']))
     old = list(csv.DictReader(open(path))) if path.exists() else []
-    if old and list(old[0]) != SPEED_COLUMNS: raise ValueError(f"{path} has other columns than hebbnb-bench --variants writes")
+    if old and list(old[0]) != SPEED_COLUMNS:
+        raise ValueError(f"{path} has other columns than hebbnb-bench --variants writes")
     new = {key(d) for d in rows}
     table = sorted([d for d in old if key(d) not in new] + [{k: str(v) for k, v in d.items()} for d in rows], key=key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -379,5 +541,10 @@ def bench_variants(model: nn.Module, train: Tensor, xs: Tensor, arch: str, r: fl
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     merge_variant_rows(out / 'variants.csv', rows)
     if a.table: merge_variant_rows(Path(a.table), rows)
-    for d in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in d.items() if k not in ('torch', 'cpu')}))
+    for d in rows:
+        print(
+            json.dumps(
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items() if k not in ('torch', 'cpu')}
+            )
+        )
     return rows

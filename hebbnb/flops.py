@@ -101,11 +101,17 @@ def layer_macs(model: nn.Module,     # a gated model after an eval-mode forward
             name, src = gated.get(id(m), (name, m))  # a gated conv's record lives on its GatedConv
             if getattr(src, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
             in_active = torch.ones_like(src.in_active) if dense else src.in_active  # (B, C_in) bool
-            out_active = src.mask != 0 if src is not m and not dense else torch.ones(len(in_active), m.out_channels, dtype=torch.bool, device=in_active.device)
+            out_active = (
+                src.mask != 0
+                if src is not m and not dense
+                else torch.ones(len(in_active), m.out_channels, dtype=torch.bool, device=in_active.device)
+            )
             out[name] = _grouped_macs(out_active, in_active, m.groups, m.kernel_size, src.out_hw)
         elif isinstance(m, nn.Linear):
             if getattr(m, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
-            out[name] = (torch.ones_like(m.in_active) if dense else m.in_active).flatten(1).float().sum(1) * m.out_features
+            out[name] = (torch.ones_like(m.in_active) if dense else m.in_active).flatten(1).float().sum(
+                1
+            ) * m.out_features
     return out
 
 def _exact_macs(model: nn.Module) -> Tensor:  # (B,)
@@ -212,7 +218,9 @@ def r_for_budget(model: nn.Module,   # dense or gated model
     measure = lambda r: _measure(gm, batches, r, static, how)
     hi, lo = measure(1.0), measure(1e-3)
     if not hi['reduction'] - tol <= target <= lo['reduction'] + tol:
-        raise ValueError(f"target {target}% is out of reach: this model's estimates span {hi['reduction']:.1f}% (r=1) to {lo['reduction']:.1f}% (r->0)")
+        raise ValueError(
+            f"target {target}% is out of reach: this model's estimates span {hi['reduction']:.1f}% (r=1) to {lo['reduction']:.1f}% (r->0)"
+        )
     best, (a, b) = min((hi, lo), key=lambda e: abs(e['reduction'] - target)), (lo['r'], hi['r'])
     for _ in range(max_iter):
         if abs(best['reduction'] - target) <= tol: break

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 from .labels import filter_saliency
-from .mass import check_r, LabelRule, MassLabels, label_rule
+from .mass import LabelRule, MassLabels, label_rule
 from .predictor import MaskPredictor
 
 # %% auto #0
@@ -27,7 +27,10 @@ def _check_choice(name, value, choices):
 
 def _deprecated(old: str, new: str, stacklevel: int = 3):
     import warnings
-    warnings.warn(f"{old} is deprecated; use {new}", FutureWarning, stacklevel=stacklevel)  # FutureWarning: users see it
+
+    warnings.warn(
+        f"{old} is deprecated; use {new}", FutureWarning, stacklevel=stacklevel
+    )  # FutureWarning: users see it
 
 # %% ../nbs/04_gating.ipynb #c007
 class GatedConv(nn.Module):
@@ -116,7 +119,9 @@ def _gate_tree(m: nn.Module, label_at: str, gate_kw: dict) -> nn.Module:
     "Return `m` with its conv-BN units and basic blocks replaced by gated ones."
     if _is_conv_bn(m): return GatedConv(*m, **gate_kw)
     if _is_basic_block(m): return GatedBasicBlock(m, label_at, **gate_kw)
-    if isinstance(getattr(m, 'conv1', None), nn.Conv2d) and isinstance(getattr(m, 'bn1', None), nn.BatchNorm2d):  # torchvision ResNet stem
+    if isinstance(getattr(m, 'conv1', None), nn.Conv2d) and isinstance(
+        getattr(m, 'bn1', None), nn.BatchNorm2d
+    ):  # torchvision ResNet stem
         m.conv1, m.bn1, m.relu = GatedConv(m.conv1, m.bn1, m.relu, **gate_kw), nn.Identity(), nn.Identity()
     for name, child in list(m.named_children()):
         if not isinstance(child, GatedConv): setattr(m, name, _gate_tree(child, label_at, gate_kw))

@@ -18,7 +18,8 @@ def filter_saliency(act: Tensor,                # (B, C, H, W) a layer's output
                     nonnegative: bool = False,  # act >= 0 everywhere (e.g. after a ReLU): skip the abs
                    ) -> Tensor:                 # (B, C) peak |activation| of every filter
     "Score every filter of every sample by the spatial maximum of its absolute activation (reference: `get_fmap_criteria`)."
-    if act.dim() != 4: raise ValueError(f"filter_saliency expects (B, C, H, W) activations, got shape {tuple(act.shape)}")
+    if act.dim() != 4:
+        raise ValueError(f"filter_saliency expects (B, C, H, W) activations, got shape {tuple(act.shape)}")
     a = act.detach() if nonnegative else act.detach().abs()
     return F.max_pool2d(a, a.shape[2:]).flatten(1)  # s_c = max_{h,w} |a_{c,h,w}|, one pass in any memory format
 

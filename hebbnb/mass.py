@@ -22,7 +22,8 @@ def check_r(r: float) -> float:
     "Return `r` as a float if it is a valid heatmap-mass threshold, else raise `ValueError`."
     try: r = float(r)
     except (TypeError, ValueError): raise ValueError(f"r must be a number in (0, 1], got {r!r}") from None
-    if math.isnan(r) or not 0 < r <= 1: raise ValueError(f"r must lie in (0, 1] (the share of activation mass to keep), got r={r}")
+    if math.isnan(r) or not 0 < r <= 1:
+        raise ValueError(f"r must lie in (0, 1] (the share of activation mass to keep), got r={r}")
     return r
 
 # %% ../nbs/02_heatmap_mass.ipynb #c009
@@ -55,7 +56,7 @@ def mass_mask(scores: Tensor,     # (B, C) non-negative per-filter scores
              ) -> Tensor:         # (B, C) float {0, 1} labels
     "Self-supervised labels: 1 on the filters that hold a share `r` of the activation mass."
     r = _check_mass_inputs(scores, r)
-    ranked, order = scores.sort(dim=1, descending=True, stable=True)          # (B, C) each: one sort for k and the ranks
+    ranked, order = scores.sort(dim=1, descending=True, stable=True)  # (B, C) each: one sort for k and the ranks
     k = _k_of_sorted(ranked, scores.sum(1, keepdim=True), r, min_keep)    # (B,)
     kept = (torch.arange(scores.shape[1], device=scores.device) < k[:, None]).float()  # (B, C) by rank
     return torch.zeros(scores.shape, device=scores.device).scatter_(1, order, kept)   # (B, C) by filter
@@ -112,7 +113,12 @@ def plot_mass(scores: Tensor,  # (C,) one sample's filter scores
     p = (scores / scores.sum()).sort(descending=True).values.cpu()
     k = int(mass_k(scores[None], r)[0])
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.bar(range(1, len(p) + 1), p, color=['tab:red' if i < k else 'lightgray' for i in range(len(p))], label='mass $p_{(i)}$')
+    ax.bar(
+        range(1, len(p) + 1),
+        p,
+        color=['tab:red' if i < k else 'lightgray' for i in range(len(p))],
+        label='mass $p_{(i)}$',
+    )
     ax.plot(range(1, len(p) + 1), p.cumsum(0), 'k.-', label='cumulative mass')
     ax.axhline(r, ls='--', color='tab:blue', label=f'r = {r}')
     ax.axvline(k + 0.5, ls=':', color='tab:red')
@@ -127,7 +133,10 @@ def plot_k_distribution(scores: Tensor,  # (B, C) a batch of filter scores
     "Histogram of per-sample k over a batch, one curve per threshold r."
     import matplotlib.pyplot as plt, seaborn as sns
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for r in rs: sns.histplot(mass_k(scores, r).cpu().numpy(), ax=ax, discrete=True, element='step', fill=False, label=f'r = {r}')
+    for r in rs:
+        sns.histplot(
+            mass_k(scores, r).cpu().numpy(), ax=ax, discrete=True, element='step', fill=False, label=f'r = {r}'
+        )
     ax.set(xlabel=f'k (of C = {scores.shape[1]})', ylabel='images')
     ax.legend(fontsize=8)
     fig.tight_layout()

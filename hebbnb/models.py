@@ -116,7 +116,11 @@ class CifarResNet(nn.Module):
         if (depth - 2) % 6: raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
         self.stem = conv_bn(3, 16)
-        self.layer1, self.layer2, self.layer3 = self._stage(16, 16, n, 1), self._stage(16, 32, n, 2), self._stage(32, 64, n, 2)
+        self.layer1, self.layer2, self.layer3 = (
+            self._stage(16, 16, n, 1),
+            self._stage(16, 32, n, 2),
+            self._stage(32, 64, n, 2),
+        )
         self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(64, num_classes)
         init_weights(self)
 
@@ -150,7 +154,10 @@ class VGG(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 # %% ../nbs/05_models.ipynb #c024
-MBV1_CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]  # (C, stride)
+MBV1_CFG = (
+    [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+)  # (C, stride)
+
 
 def dw_separable(ci: int,          # input channels
                  co: int,          # output channels C of the pointwise conv
@@ -196,7 +203,16 @@ class InvertedResidual(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(x))
 
 # %% ../nbs/05_models.ipynb #c028
-MBV2_CFG = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]  # (t, c, n, s)
+MBV2_CFG = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]  # (t, c, n, s)
+
 
 class MobileNetV2(nn.Module):
     "MobileNetV2 for 32x32 inputs (kuangliu/pytorch-cifar variant): stem, inverted residuals, 1x1 conv to 1280, linear."
@@ -278,7 +294,8 @@ def create(name: str,                       # one of `available()`
     "A fresh model by name, optionally with pretrained or saved weights."
     spec = _spec(name)
     num_classes = spec.num_classes if num_classes is None else num_classes
-    if pretrained and num_classes != spec.num_classes: raise ValueError(f"pretrained {name!r} has {spec.num_classes} classes, asked for {num_classes}")
+    if pretrained and num_classes != spec.num_classes:
+        raise ValueError(f"pretrained {name!r} has {spec.num_classes} classes, asked for {num_classes}")
     model = spec.build(num_classes=num_classes, **kwargs)
     if pretrained: model.load_state_dict(_pretrained_state(name, spec))
     if state_dict is not None:
@@ -289,8 +306,12 @@ def create(name: str,                       # one of `available()`
 # %% ../nbs/05_models.ipynb #c039
 REFERENCE = {  # name: (parameters, MACs) of the architectures as the paper's setting defines them
     'resnet56': (853_018, 125.49e6),
-    'vgg16_bn': (14_728_266, 313.48e6), 'mobilenetv1': (3_217_226, 46.36e6), 'mobilenetv2': (2_296_922, 91.15e6),
-    'resnet18': (11_689_512, 1814.07e6), 'resnet34': (21_797_672, 3663.76e6), 'mobilenetv1_imagenet': (4_231_976, 569e6),
+    'vgg16_bn': (14_728_266, 313.48e6),
+    'mobilenetv1': (3_217_226, 46.36e6),
+    'mobilenetv2': (2_296_922, 91.15e6),
+    'resnet18': (11_689_512, 1814.07e6),
+    'resnet34': (21_797_672, 3663.76e6),
+    'mobilenetv1_imagenet': (4_231_976, 569e6),
 }
 
 def size_table(names: list[str] | None = None,  # models to measure; default all of `available()`

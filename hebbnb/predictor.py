@@ -45,8 +45,12 @@ def mask_loss(logits: list[Tensor],  # per layer (B, C_l) predictor logits
              ) -> Tensor:            # scalar
     "BCE-with-logits summed over filters, averaged over the batch, then over layers."
     logits, labels = _as_list(logits), _as_list(labels)
-    if not logits or len(logits) != len(labels): raise ValueError(f"need one label tensor per logit tensor, got {len(logits)} and {len(labels)}")
-    per_layer = [F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction='sum') / z.shape[0] for z, y in zip(logits, labels)]
+    if not logits or len(logits) != len(labels):
+        raise ValueError(f"need one label tensor per logit tensor, got {len(logits)} and {len(labels)}")
+    per_layer = [
+        F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction='sum') / z.shape[0]
+        for z, y in zip(logits, labels)
+    ]
     return torch.stack(per_layer).mean()
 
 def mask_accuracy(logits: list[Tensor],  # per layer (B, C_l) predictor logits

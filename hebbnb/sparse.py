@@ -67,11 +67,13 @@ class SparseConv:
     def __init__(self, g: GatedConv,         # the gated layer (eval mode)
                  block: int = 1,             # round kept filters up to a multiple of this (extra ones zeroed)
                 ):
-        if not isinstance(g.act, (nn.ReLU, nn.Identity)): raise NotImplementedError(f"activation {type(g.act).__name__}")
+        if not isinstance(g.act, (nn.ReLU, nn.Identity)):
+            raise NotImplementedError(f"activation {type(g.act).__name__}")
         c = g.conv
         self.co, self.ci, self.stride, self.pad = c.out_channels, c.in_channels, c.stride, c.padding
         self.dw = c.groups > 1
-        if self.dw and not c.groups == self.ci == self.co: raise NotImplementedError("grouped convs other than depthwise")
+        if self.dw and not c.groups == self.ci == self.co:
+            raise NotImplementedError("grouped convs other than depthwise")
         self.W, self.b = fold_bn(c, g.bn)                                   # (C, C_in/g, kh, kw), (C,)
         self.Wf = self.W.view(-1, self.W.shape[2] * self.W.shape[3])        # (C * C_in, kh * kw)
         self.WhT = g.predictor.fc.weight.detach().view(self.co, self.ci).t().contiguous()  # (C_in, C)
@@ -79,7 +81,9 @@ class SparseConv:
         self.avg, self.softmax, self.relu = g.predictor.pool == 'avg', g.predictor.softmax, isinstance(g.act, nn.ReLU)
         self.z = torch.zeros(1, self.ci)                                    # pooled input of a compact batch-1 input
         self.block, self.mf, self.dmf, self.Wd, self.dense_above = block, NCHW, NCHW, self.W, 1.0
-        self.flat = False   # gather through `Wf` in one index_select: faster with cached weights, slower from DRAM (below)
+        self.flat = (
+            False  # gather through `Wf` in one index_select: faster with cached weights, slower from DRAM (below)
+        )
         self.last, self.last_lg, self.in_hw, self.src = None, None, None, id(c)
         self.gather = None  # (io, idx, W, b) of the last compact call: a network whose masks repeat gathers once
 
@@ -357,12 +361,14 @@ def check_exact(model: nn.Module,      # gated model; set to eval mode and predi
         for a, g in zip(net.masks(), gated_layers(model)): g.given = a.float()
         diff_given = max(diff_given, (out - set_mask_source(model, 'given')(xi[None])).abs().max().item())
     set_mask_source(model, 'predicted')
-    return dict(max_abs_diff=diff,                 # largest |logit difference| of the outputs
-                max_abs_diff_given=diff_given,     # the same against the masked model run with the executor's masks
-                same_class=same_cls / len(x),      # share of images with the same predicted class
-                same_masks=same_masks / len(x),    # share of images whose masks agree in every layer
-                mask_flips=flips,                  # filter decisions that differ, over all images and layers
-                max_flip_logit=tie)                # largest |head logit| (reference) among those: a tie if ~1e-7 or less
+    return dict(
+        max_abs_diff=diff,  # largest |logit difference| of the outputs
+        max_abs_diff_given=diff_given,  # the same against the masked model run with the executor's masks
+        same_class=same_cls / len(x),  # share of images with the same predicted class
+        same_masks=same_masks / len(x),  # share of images whose masks agree in every layer
+        mask_flips=flips,  # filter decisions that differ, over all images and layers
+        max_flip_logit=tie,
+    )  # largest |head logit| (reference) among those: a tie if ~1e-7 or less
 
 # %% ../nbs/10_sparse.ipynb #c052
 def _out_hw(L: SparseConv) -> int:

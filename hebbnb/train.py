@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, csv, json, math, os, pickle, random, re, signal, time, warnings
+import contextlib, csv, json, math, os, pickle, random, re, signal, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
@@ -14,7 +14,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 import torch.distributed as dist
 from .models import create, available, input_size
-from .gating import gate, gated_layers, GatedConv
+from .gating import gate, gated_layers
 from .predictor import mask_loss
 from .flops import static_macs, dynamic_macs, head_macs, layer_macs
 from .mass import check_r
@@ -91,37 +91,59 @@ class TrainConfig:
 
 # %% ../nbs/08_train.ipynb #c008
 def _one_of(name, value, choices):
-    if value not in choices: raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
+
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
     "Validate every field of `cfg`; raise `ValueError` with one readable line on the first problem."
     _one_of('arch', cfg.arch, available()); _one_of('dataset', cfg.dataset, DATASETS)
     _one_of('method', cfg.method, ('baseline', 'ftwt')); _one_of('schedule', cfg.schedule, ('step', 'cosine'))
     _one_of('mode', cfg.mode, ('decoupled', 'joint')); _one_of('labels', cfg.labels, ('mass', 'uniform'))
-    _one_of('train', cfg.train, ('all', 'heads')); _one_of('pool', cfg.pool, ('avg', 'max')); _one_of('label_at', cfg.label_at, ('pre', 'post')); _one_of('softmax', cfg.softmax, (True, False))
+    _one_of('train', cfg.train, ('all', 'heads'))
+    _one_of('pool', cfg.pool, ('avg', 'max'))
+    _one_of('label_at', cfg.label_at, ('pre', 'post'))
+    _one_of('softmax', cfg.softmax, (True, False))
     check_r(cfg.r)
     if cfg.keep is not None and not 0 < cfg.keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {cfg.keep}")
-    if cfg.method == 'ftwt' and cfg.labels == 'uniform' and cfg.keep is None: raise ValueError("labels='uniform' needs keep (--keep), the share of filters every input keeps")
+    if cfg.method == 'ftwt' and cfg.labels == 'uniform' and cfg.keep is None:
+        raise ValueError("labels='uniform' needs keep (--keep), the share of filters every input keeps")
     for name in ('epochs', 'batch_size'):
         if int(getattr(cfg, name)) < 1: raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ('lr', 'mlr', 'gamma'):
-        if not 0 < getattr(cfg, name) < math.inf: raise ValueError(f"{name} must be a positive number, got {getattr(cfg, name)}")
+        if not 0 < getattr(cfg, name) < math.inf:
+            raise ValueError(f"{name} must be a positive number, got {getattr(cfg, name)}")
     if not 0 <= cfg.momentum < 1: raise ValueError(f"momentum must lie in [0, 1), got {cfg.momentum}")
-    if not 0 <= cfg.weight_decay < math.inf: raise ValueError(f"weight_decay must be a non-negative number, got {cfg.weight_decay}")
-    if any(m < 1 for m in cfg.milestones): raise ValueError(f"milestones must be epochs (1 or more), got {list(cfg.milestones)}")
-    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', cfg.device): raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+    if not 0 <= cfg.weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be a non-negative number, got {cfg.weight_decay}")
+    if any(m < 1 for m in cfg.milestones):
+        raise ValueError(f"milestones must be epochs (1 or more), got {list(cfg.milestones)}")
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', cfg.device):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     if not 0 <= cfg.cooldown <= 1: raise ValueError(f"cooldown must be a fraction in [0, 1], got {cfg.cooldown}")
-    if cfg.train == 'heads' and cfg.method != 'ftwt': raise ValueError("train='heads' trains FTWT's mask heads: it needs method='ftwt'")
-    if cfg.train == 'heads' and cfg.cooldown < 1: raise ValueError(f"train='heads' learns from the mask loss alone: set cooldown=1 (mask loss in every epoch), got {cfg.cooldown}")
+    if cfg.train == 'heads' and cfg.method != 'ftwt':
+        raise ValueError("train='heads' trains FTWT's mask heads: it needs method='ftwt'")
+    if cfg.train == 'heads' and cfg.cooldown < 1:
+        raise ValueError(
+            f"train='heads' learns from the mask loss alone: set cooldown=1 (mask loss in every epoch), got {cfg.cooldown}"
+        )
     for name in ('subset', 'test_subset'):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1: raise ValueError(f"{name} must be a positive number of images, got {getattr(cfg, name)}")
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be a positive number of images, got {getattr(cfg, name)}")
     for name in ('max_steps', 'threads'):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1: raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.workers < 0: raise ValueError(f"workers must be 0 or more, got {cfg.workers}")
-    if cfg.dataset == 'imagenet' and (cfg.subset or cfg.test_subset): raise ValueError("subset and test_subset apply to CIFAR and synthetic data; for imagenet point --data at a smaller train/val tree")
-    if cfg.init == 'torchvision' and cfg.arch not in ('resnet18', 'resnet34'): raise ValueError(f"init='torchvision' has ImageNet weights for resnet18 and resnet34, not {cfg.arch}")
-    if cfg.dataset == 'imagenet' and input_size(cfg.arch)[1] != 224: raise ValueError(f"{cfg.arch} is a CIFAR network; use resnet18, resnet34 or mobilenetv1_imagenet for imagenet")
-    if cfg.dataset != 'imagenet' and input_size(cfg.arch)[1] != 32: raise ValueError(f"{cfg.arch} is an ImageNet network; use a CIFAR network for {cfg.dataset}")
+    if cfg.dataset == 'imagenet' and (cfg.subset or cfg.test_subset):
+        raise ValueError(
+            "subset and test_subset apply to CIFAR and synthetic data; for imagenet point --data at a smaller train/val tree"
+        )
+    if cfg.init == 'torchvision' and cfg.arch not in ('resnet18', 'resnet34'):
+        raise ValueError(f"init='torchvision' has ImageNet weights for resnet18 and resnet34, not {cfg.arch}")
+    if cfg.dataset == 'imagenet' and input_size(cfg.arch)[1] != 224:
+        raise ValueError(f"{cfg.arch} is a CIFAR network; use resnet18, resnet34 or mobilenetv1_imagenet for imagenet")
+    if cfg.dataset != 'imagenet' and input_size(cfg.arch)[1] != 32:
+        raise ValueError(f"{cfg.arch} is an ImageNet network; use a CIFAR network for {cfg.dataset}")
     return cfg
 
 def tiny_config(**kw) -> TrainConfig:
@@ -145,9 +167,14 @@ class Runtime:
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     "Join the torchrun process group if there is one, choose the device and CPU threads."
-    world, rank, local = int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
+    world, rank, local = (
+        int(os.environ.get('WORLD_SIZE', 1)),
+        int(os.environ.get('RANK', 0)),
+        int(os.environ.get('LOCAL_RANK', 0)),
+    )
     cuda = cfg.device.startswith('cuda') or (cfg.device == 'auto' and torch.cuda.is_available())
-    if cuda and not torch.cuda.is_available(): raise ValueError(f"device {cfg.device!r} asked for, but CUDA is not available")
+    if cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} asked for, but CUDA is not available")
     device = torch.device(cfg.device if cfg.device.startswith('cuda:') else f'cuda:{local}' if cuda else 'cpu')
     if cuda: torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized(): dist.init_process_group('nccl' if cuda else 'gloo')
@@ -157,7 +184,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     return Runtime(device, rank, world)
 
 # %% ../nbs/08_train.ipynb #c014
-from .data import synthetic_images, make_data, plain_batches
+from .data import synthetic_images, make_data, plain_batches  # noqa: F401 (re-exported through _all_)
 _all_ = ['synthetic_images', 'make_data', 'plain_batches']   # `from hebbnb.train import make_data` keeps working
 
 # %% ../nbs/08_train.ipynb #c017
@@ -189,10 +216,15 @@ def load_checkpoint(path: str | Path,   # a file written by `save_atomic`
             ck = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         bad = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
-        if bad: raise ValueError(f"refusing to load {path}: it would create a Python object ({bad.group(1)}), not only tensors and plain values; hebbnb never runs code from a checkpoint") from None
+        if bad:
+            raise ValueError(
+                f"refusing to load {path}: it would create a Python object ({bad.group(1)}), not only tensors and plain values; hebbnb never runs code from a checkpoint"
+            ) from None
         raise ValueError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({type(e).__name__})") from None
-    except Exception as e: raise ValueError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ValueError(f"{path} is not a hebbnb checkpoint")
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({type(e).__name__})") from None
+    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
+        raise ValueError(f"{path} is not a hebbnb checkpoint")
     return ck if str(map_location) == 'cpu' else {k: v if k == 'rng' else _to(v, map_location) for k, v in ck.items()}
 
 # %% ../nbs/08_train.ipynb #c020
@@ -200,13 +232,23 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     "A fresh model for `cfg`: dense for a baseline; loaded from `cfg.init` and gated for FTWT."
     model = create(cfg.arch, num_classes)
     if cfg.method == 'ftwt':
-        if cfg.init == 'torchvision': model = create(cfg.arch, num_classes, pretrained=True)  # cached in $TORCH_HOME/hub/checkpoints
+        if cfg.init == 'torchvision':
+            model = create(cfg.arch, num_classes, pretrained=True)  # cached in $TORCH_HOME/hub/checkpoints
         elif cfg.init:
             ck = load_checkpoint(cfg.init)
             if ck['arch'] != cfg.arch: raise ValueError(f"{cfg.init} holds a {ck['arch']}, not a {cfg.arch}")
             if ck['gated']: raise ValueError(f"{cfg.init} is an FTWT checkpoint; start FTWT from a baseline checkpoint")
             model.load_state_dict(ck['model'])
-        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
+        gate(
+            model,
+            r=cfg.r,
+            mode=cfg.mode,
+            labels=cfg.labels,
+            pool=cfg.pool,
+            label_at=cfg.label_at,
+            keep=cfg.keep,
+            softmax=cfg.softmax,
+        )
         if cfg.train == 'heads': freeze_backbone(model)
     return model
 
@@ -224,8 +266,10 @@ def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[n
     if ck['gated']:
         gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
         for g in gated_layers(model): g.mask_source = apply
-    try: model.load_state_dict(ck['model'])
-    except RuntimeError as e: raise ValueError(f"{path}: weights do not match a {ck['arch']}: {str(e).splitlines()[0]}") from None
+    try:
+        model.load_state_dict(ck['model'])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match a {ck['arch']}: {str(e).splitlines()[0]}") from None
     return model.eval(), ck
 
 # %% ../nbs/08_train.ipynb #c022
@@ -254,8 +298,17 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     "SGD for the backbone (none for train='heads') and for the heads (none for a dense model), with `cfg.schedule`."
     heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
     backbone = [p for p in model.parameters() if id(p) not in heads]
-    opt_b = torch.optim.SGD(backbone, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) if cfg.train == 'all' else None
-    opt_m = torch.optim.SGD([p for p in model.parameters() if id(p) in heads], lr=cfg.mlr, momentum=cfg.momentum) if heads else None
+    opt_b = (
+        torch.optim.SGD(backbone, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.train == 'all'
+        else None
+    )
+    opt_m = (
+        torch.optim.SGD([p for p in model.parameters() if id(p) in heads], lr=cfg.mlr, momentum=cfg.momentum)
+        if heads
+        else None
+    )
+
     def sched(opt):
         if cfg.schedule == 'cosine': return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
@@ -263,7 +316,9 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
 
 def mask_weight(cfg: TrainConfig, epoch: int) -> float:
     "The mask-loss weight w at `epoch`: `cfg.mask_weight` before the cooldown, 0 after."
-    return cfg.mask_weight if cfg.method == 'ftwt' and epoch < int(cfg.cooldown * cfg.epochs) else 0.  # reference: off once epoch >= int(cooldown * epochs)
+    return (
+        cfg.mask_weight if cfg.method == 'ftwt' and epoch < int(cfg.cooldown * cfg.epochs) else 0.0
+    )  # reference: off once epoch >= int(cooldown * epochs)
 
 # %% ../nbs/08_train.ipynb #hq02
 def head_quality(tp: Tensor,     # (...) decisions predicted on and labelled on (true positives)
@@ -280,7 +335,9 @@ def head_quality(tp: Tensor,     # (...) decisions predicted on and labelled on 
 def _head_metrics(sizes: list, counts: Tensor, used: Tensor, n: float) -> dict:  # C_l per layer; counts (sum C_l, 3), used (sum C_l,)
     "Head measures from per-filter counts (true positives, predicted on, labelled on) and images keeping each filter."
     number = lambda v: None if math.isnan(v) else v
-    mean_where = lambda v, ok: [number(x[o].mean().item()) if o.any() else None for x, o in zip(v.split(sizes), ok.split(sizes))]
+    mean_where = lambda v, ok: [
+        number(x[o].mean().item()) if o.any() else None for x, o in zip(v.split(sizes), ok.split(sizes))
+    ]
     per_filter = head_quality(*counts.T, torch.full_like(counts[:, 0], n))['balanced_accuracy']  # (sum C_l,)
     informative = (counts[:, 2] > 0) & (counts[:, 2] < n)                    # the filter's label varies across inputs
     pooled = head_quality(*counts.sum(0), torch.tensor(n * sum(sizes), dtype=counts.dtype))
@@ -288,12 +345,20 @@ def _head_metrics(sizes: list, counts: Tensor, used: Tensor, n: float) -> dict: 
                                     n * torch.tensor(sizes, dtype=counts.dtype, device=counts.device))
     share = lambda flags: [100 * f.double().mean().item() for f in flags.split(sizes)]      # % of each layer's filters
     varies = (used > 0) & (used < n)                                                       # kept for some inputs only
-    return dict(mask_accuracy=number(pooled['accuracy'].item()),
-                balanced_accuracy=number(per_filter[informative].mean().item()) if informative.any() else None,
-                f1=number(pooled['f1'].item()), dynamic_filters=100 * varies.double().mean().item(),
-                per_layer=dict(balanced_accuracy=mean_where(per_filter, informative),
-                               f1=[number(v) for v in per_layer_pooled['f1'].tolist()], dynamic_filters=share(varies),
-                               varying_labels=share(informative), always_on=share(used == n), always_off=share(used == 0)))
+    return dict(
+        mask_accuracy=number(pooled['accuracy'].item()),
+        balanced_accuracy=number(per_filter[informative].mean().item()) if informative.any() else None,
+        f1=number(pooled['f1'].item()),
+        dynamic_filters=100 * varies.double().mean().item(),
+        per_layer=dict(
+            balanced_accuracy=mean_where(per_filter, informative),
+            f1=[number(v) for v in per_layer_pooled['f1'].tolist()],
+            dynamic_filters=share(varies),
+            varying_labels=share(informative),
+            always_on=share(used == n),
+            always_off=share(used == 0),
+        ),
+    )
 
 # %% ../nbs/08_train.ipynb #c025
 def _unwrap(model): return model.module if hasattr(model, 'module') else model
@@ -301,7 +366,11 @@ def _unwrap(model): return model.module if hasattr(model, 'module') else model
 def _batches(loader, rt: Runtime, max_steps: int | None):
     for i, (x, y) in enumerate(loader):
         if max_steps is not None and i >= max_steps: return
-        yield x.to(rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(rt.device, non_blocking=True)
+        yield (
+            x.to(rt.device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+            y.to(rt.device, non_blocking=True),
+        )
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int | None = None) -> dict:
@@ -309,15 +378,26 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
     core = _unwrap(model).eval()
     layers = gated_layers(core)
     sums = torch.zeros(5, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, kept share
-    counts = torch.zeros(sum(g.conv.out_channels for g in layers), 3, dtype=torch.float64, device=rt.device)  # per filter: true positives, predicted on, labelled on
-    used = torch.zeros(sum(g.conv.out_channels for g in layers), dtype=torch.float64, device=rt.device)  # inputs keeping each filter
+    counts = torch.zeros(
+        sum(g.conv.out_channels for g in layers), 3, dtype=torch.float64, device=rt.device
+    )  # per filter: true positives, predicted on, labelled on
+    used = torch.zeros(
+        sum(g.conv.out_channels for g in layers), dtype=torch.float64, device=rt.device
+    )  # inputs keeping each filter
     for x, y in _batches(loader, rt, max_steps):
         with rt.autocast(): out = core(x)
         sums[0] += (out.argmax(1) == y).sum(); sums[1] += len(y)
         if layers:
             sums[2] += dynamic_macs(core).sum(); sums[3] += dynamic_macs(core, 'paper').sum()
             sums[4] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
-            counts += torch.cat([torch.stack([((g.logits > 0) & (g.labels > 0.5)).sum(0), (g.logits > 0).sum(0), (g.labels > 0.5).sum(0)], 1) for g in layers])
+            counts += torch.cat(
+                [
+                    torch.stack(
+                        [((g.logits > 0) & (g.labels > 0.5)).sum(0), (g.logits > 0).sum(0), (g.labels > 0.5).sum(0)], 1
+                    )
+                    for g in layers
+                ]
+            )
             used += torch.cat([(g.mask > 0).sum(0) for g in layers])
         else: sums[2:4] += static * len(y); sums[4] += len(y)
     if rt.distributed: dist.all_reduce(sums); dist.all_reduce(counts); dist.all_reduce(used)
@@ -325,7 +405,11 @@ def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int 
     if n == 0: raise ValueError("no images to evaluate: the test set (or --max-steps/--max-batches) gives none")
     res = dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
                flops_reduction_paper=100 * (1 - paper / n / static), keep_ratio=kept / n)
-    return res | (_head_metrics([g.conv.out_channels for g in layers], counts, used, n) if layers else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None))
+    return res | (
+        _head_metrics([g.conv.out_channels for g in layers], counts, used, n)
+        if layers
+        else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None)
+    )
 
 # %% ../nbs/08_train.ipynb #ss02
 @contextlib.contextmanager
@@ -360,7 +444,11 @@ def saving_split(model: nn.Module, loader, rt: Runtime, max_steps: int | None = 
             with rt.autocast(): core(x)
             _add_macs(static, layer_macs(core))
     names = list(dense)
-    sums = torch.tensor([[d[k] for k in names] for d in (dense, static, gated)] + [[n] * len(names)], dtype=torch.float64, device=rt.device)
+    sums = torch.tensor(
+        [[d[k] for k in names] for d in (dense, static, gated)] + [[n] * len(names)],
+        dtype=torch.float64,
+        device=rt.device,
+    )
     if rt.distributed: dist.all_reduce(sums)
     (d, s, gm), n = (sums[:3] / sums[3]).tolist(), sums[3, 0].item()  # mean MACs per image, per layer
     return dict(static_saving=100 * (sum(d) - sum(s)) / sum(d), dynamic_saving=100 * (sum(s) - sum(gm)) / sum(d),
@@ -394,8 +482,13 @@ class EpochSums:
     @classmethod
     def zeros(cls, device, steps: int = 0): return cls(*(_zero(device) for _ in range(5)), steps)
     def add(self, loss: Tensor, ce: Tensor, ml: Tensor, out: Tensor, y: Tensor):  # a batch: out (B, classes), y (B,)
-        for name, v in (('loss', loss.detach() * len(y)), ('ce', ce.detach() * len(y)), ('mask_loss', ml.detach() * len(y)),
-                        ('correct', (out.argmax(1) == y).sum()), ('n', len(y))):
+        for name, v in (
+            ('loss', loss.detach() * len(y)),
+            ('ce', ce.detach() * len(y)),
+            ('mask_loss', ml.detach() * len(y)),
+            ('correct', (out.argmax(1) == y).sum()),
+            ('n', len(y)),
+        ):
             getattr(self, name).add_(v)
     def means(self, rt: Runtime) -> dict:
         "Per-image losses and training top-1 (%), over all processes: the log's loss, ce, mask_loss, train_top1."
@@ -419,7 +512,11 @@ def one_batch(model: nn.Module,   # the model in training mode (DDP-wrapped or n
     with rt.autocast():
         out = model(x)
         ce = F.cross_entropy(out, y)
-    ml = mask_loss([g.logits for g in layers], [g.labels for g in layers]) if layers else torch.zeros((), device=rt.device)
+    ml = (
+        mask_loss([g.logits for g in layers], [g.labels for g in layers])
+        if layers
+        else torch.zeros((), device=rt.device)
+    )
     loss = ce + w * ml
     if not torch.isfinite(loss): raise NonFiniteLoss(f"loss is {loss.item()} at {where}")
     opts.zero_grad()
@@ -443,8 +540,13 @@ def run_epoch(model: nn.Module,              # the model (DDP-wrapped or not)
     from tqdm.auto import tqdm
     model.train()
     layers = gated_layers(_unwrap(model))
-    sums, total = EpochSums.zeros(rt.device, skip), min(len(loader), max_steps) if max_steps is not None else len(loader)
-    bar = tqdm(_batches(loader, rt, max_steps), total=total, disable=not progress, leave=False, desc=f'epoch {epoch + 1}')
+    sums, total = (
+        EpochSums.zeros(rt.device, skip),
+        min(len(loader), max_steps) if max_steps is not None else len(loader),
+    )
+    bar = tqdm(
+        _batches(loader, rt, max_steps), total=total, disable=not progress, leave=False, desc=f'epoch {epoch + 1}'
+    )
     with _dense_teacher(model, layers) if opts.backbone is None else contextlib.nullcontext():
         for i, (x, y) in enumerate(bar):
             if i < skip: continue
@@ -461,8 +563,25 @@ def _dense_teacher(model: nn.Module, layers: list):
     with _masks_from(layers, 'none'): yield
 
 # %% ../nbs/08_train.ipynb #c032
-LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy', 'balanced_accuracy', 'f1',
-              'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters', 'seconds']
+LOG_FIELDS = [
+    'epoch',
+    'lr',
+    'mlr',
+    'w',
+    'loss',
+    'ce',
+    'mask_loss',
+    'train_top1',
+    'top1',
+    'mask_accuracy',
+    'balanced_accuracy',
+    'f1',
+    'macs',
+    'flops_reduction',
+    'flops_reduction_paper',
+    'dynamic_filters',
+    'seconds',
+]
 LOG_FIELDS += ['epochs']   # the run's planned total when the epoch ran: changes where --resume extended the run
 
 @dataclass
@@ -472,8 +591,9 @@ class RunState:
     step: int = 0                                    # batches of that epoch already trained (a stop mid-epoch)
     best_top1: float = -1.                           # the best test top-1 (%) so far
     log: list = field(default_factory=list)          # the log.csv rows so far
-    metrics: dict = field(default_factory=dict)      # the last evaluation (`evaluate`)
-    extensions: list = field(default_factory=list)   # each resume that raised `epochs`: at_epoch, epochs_from, epochs_to
+    metrics: dict = field(default_factory=dict)  # the last evaluation (`evaluate`)
+    extensions: list = field(default_factory=list)  # each resume that raised `epochs`: at_epoch, epochs_from, epochs_to
+
 
 @dataclass
 class Run:
@@ -501,11 +621,29 @@ def _set_rng_state(s):   # the setters take CPU byte tensors only, wherever the 
 def checkpoint(run: Run) -> dict:
     "Everything needed to continue `run` exactly where it stands (format `CKPT_FORMAT`: these keys, never renamed)."
     cfg, s = run.cfg, run.state
-    opts = {key: o.state_dict() if o is not None else None for name, key in OPT_KEYS.items() for o in [getattr(run.opts, name)]}
-    return dict(format=CKPT_FORMAT, config=asdict(cfg), arch=cfg.arch, dataset=cfg.dataset, num_classes=run.num_classes,
-                gated=bool(gated_layers(run.core)), model=run.core.state_dict(), **opts, epoch=s.epoch, step=s.step,
-                best_top1=s.best_top1, log=s.log, metrics=s.metrics, rng=_rng_state(), torch_version=str(torch.__version__),
-                extensions=list(s.extensions))
+    opts = {
+        key: o.state_dict() if o is not None else None
+        for name, key in OPT_KEYS.items()
+        for o in [getattr(run.opts, name)]
+    }
+    return dict(
+        format=CKPT_FORMAT,
+        config=asdict(cfg),
+        arch=cfg.arch,
+        dataset=cfg.dataset,
+        num_classes=run.num_classes,
+        gated=bool(gated_layers(run.core)),
+        model=run.core.state_dict(),
+        **opts,
+        epoch=s.epoch,
+        step=s.step,
+        best_top1=s.best_top1,
+        log=s.log,
+        metrics=s.metrics,
+        rng=_rng_state(),
+        torch_version=str(torch.__version__),
+        extensions=list(s.extensions),
+    )
 
 def restore(run: Run, ck: dict):
     "Load weights, optimiser and scheduler states, RNG states and the run's state from checkpoint `ck` into `run`."
@@ -513,7 +651,9 @@ def restore(run: Run, ck: dict):
     for name, key in OPT_KEYS.items():
         if getattr(run.opts, name) is not None and ck[key] is not None: getattr(run.opts, name).load_state_dict(ck[key])
     _set_rng_state(ck['rng'])
-    run.state = RunState(ck['epoch'], ck['step'], ck['best_top1'], ck['log'], ck.get('metrics') or {}, ck.get('extensions', []))
+    run.state = RunState(
+        ck['epoch'], ck['step'], ck['best_top1'], ck['log'], ck.get('metrics') or {}, ck.get('extensions', [])
+    )
 
 # %% ../nbs/08_train.ipynb #c033
 def _say(rt, *a):
@@ -535,7 +675,10 @@ def start_run(cfg: TrainConfig,       # the run asked for
     run = Run(cfg, rt, Path(cfg.out), train, test, num_classes, core, core, static_macs(core, input_size(cfg.arch)),
               make_optimizers(core, cfg))
     if saved: resume_from(run, saved)
-    if rt.distributed: run.model = nn.parallel.DistributedDataParallel(core, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None)
+    if rt.distributed:
+        run.model = nn.parallel.DistributedDataParallel(
+            core, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None
+        )
     return run
 
 def resume_from(run: Run, saved: TrainConfig):
@@ -546,10 +689,28 @@ def resume_from(run: Run, saved: TrainConfig):
     if cfg.epochs > saved.epochs:
         _replan(run.opts, cfg, run.state.epoch)
         run.state.extensions.append(dict(at_epoch=run.state.epoch, epochs_from=saved.epochs, epochs_to=cfg.epochs))
-        _say(run.rt, f"extending the run from {saved.epochs} to {cfg.epochs} epochs" + (f": cosine schedule re-planned over {cfg.epochs} epochs, lr now {run.opts.backbone.param_groups[0]['lr']:.4g}" if cfg.schedule == 'cosine' else ''))
+        _say(
+            run.rt,
+            f"extending the run from {saved.epochs} to {cfg.epochs} epochs"
+            + (
+                f": cosine schedule re-planned over {cfg.epochs} epochs, lr now {run.opts.backbone.param_groups[0]['lr']:.4g}"
+                if cfg.schedule == 'cosine'
+                else ''
+            ),
+        )
 
 # %% ../nbs/08_train.ipynb #c032c
-RUNTIME_FIELDS = ('data', 'download', 'device', 'threads', 'workers', 'progress', 'tensorboard', 'out')  # how and where a run executes: free to change on resume
+RUNTIME_FIELDS = (
+    'data',
+    'download',
+    'device',
+    'threads',
+    'workers',
+    'progress',
+    'tensorboard',
+    'out',
+)  # how and where a run executes: free to change on resume
+
 
 def resumed_config(saved: TrainConfig,  # the config stored in the run's last.pt
                    given: TrainConfig,  # the config asked for now
@@ -559,9 +720,13 @@ def resumed_config(saved: TrainConfig,  # the config stored in the run's last.pt
     for f in fields(TrainConfig):
         was, now = getattr(saved, f.name), getattr(given, f.name)
         if f.name in RUNTIME_FIELDS or now == was or (f.name == 'epochs' and now > was): continue
-        flag = {'method': 'method (hebbnb-baseline or hebbnb-train)', 'softmax': '--no-softmax'}.get(f.name, '--' + f.name.replace('_', '-'))
+        flag = {'method': 'method (hebbnb-baseline or hebbnb-train)', 'softmax': '--no-softmax'}.get(
+            f.name, '--' + f.name.replace('_', '-')
+        )
         hint = ' (a run can be extended, never shortened)' if f.name == 'epochs' else ''
-        raise ValueError(f"--resume: {flag} is {now!r} but {path} was trained with {was!r}{hint}; give the saved value or drop the flag, or start a new --out")
+        raise ValueError(
+            f"--resume: {flag} is {now!r} but {path} was trained with {was!r}{hint}; give the saved value or drop the flag, or start a new --out"
+        )
     return given
 
 def _replan(opts: Optimizers, cfg: TrainConfig, epoch: int):
@@ -592,7 +757,9 @@ def train_phase(run: Run,         # the run, at the start of epoch `run.state.ep
     if sums.steps < _epoch_length(run.train, cfg.max_steps):
         s.step = sums.steps
         if run.rt.main: save_atomic(checkpoint(run), run.out / 'last.pt')
-        raise Interrupted(f"stopped at epoch {s.epoch + 1}, step {s.step}; checkpoint saved to {run.out / 'last.pt'} (continue with --resume)")
+        raise Interrupted(
+            f"stopped at epoch {s.epoch + 1}, step {s.step}; checkpoint saved to {run.out / 'last.pt'} (continue with --resume)"
+        )
     return sums.means(run.rt)
 
 def end_epoch(run: Run,      # the run whose epoch `run.state.epoch` was just trained
@@ -602,7 +769,8 @@ def end_epoch(run: Run,      # the run whose epoch `run.state.epoch` was just tr
     "Step the schedules and move the run's state on to the next epoch."
     run.opts.step_schedules()
     s, improved = run.state, metrics['top1'] > run.state.best_top1
-    s.log.append(row); s.metrics, s.epoch, s.step, s.best_top1 = metrics, s.epoch + 1, 0, max(s.best_top1, metrics['top1'])
+    s.log.append(row)
+    s.metrics, s.epoch, s.step, s.best_top1 = metrics, s.epoch + 1, 0, max(s.best_top1, metrics['top1'])
     return improved
 
 # %% ../nbs/08_train.ipynb #c033d
@@ -626,8 +794,11 @@ def log_epoch(run: Run, row: dict, tb=None):  # row: the epoch's log.csv row; tb
         _write_log(run.state.log, run.out)
         if tb: [tb.add_scalar(k, v, row['epoch']) for k, v in row.items() if isinstance(v, (int, float))]
     heads = f"  mask acc {m['mask_accuracy']:.1f}%" if m['mask_accuracy'] is not None else ''
-    _say(run.rt, f"epoch {row['epoch']}/{run.cfg.epochs}  loss {row['loss']:.3f}  train {row['train_top1']:.2f}%  top1 {m['top1']:.2f}%  "
-                 f"FLOPs reduction {m['flops_reduction']:.1f}%{heads}  {row['seconds']:.0f}s")
+    _say(
+        run.rt,
+        f"epoch {row['epoch']}/{run.cfg.epochs}  loss {row['loss']:.3f}  train {row['train_top1']:.2f}%  top1 {m['top1']:.2f}%  "
+        f"FLOPs reduction {m['flops_reduction']:.1f}%{heads}  {row['seconds']:.0f}s",
+    )
 
 # %% ../nbs/08_train.ipynb #c033e
 def fit_epoch(run: Run,         # the run, at the start of epoch `run.state.epoch` (or part way into it)
@@ -653,15 +824,40 @@ def final_metrics(run: Run,                # the finished run
     cfg, s, m, core = run.cfg, run.state, run.state.metrics, run.core
     split = saving_split(core, run.test, run.rt, cfg.max_steps) if gated_layers(core) else {}
     ftwt = lambda v: v if cfg.method == 'ftwt' else None
-    return dict(top1=m.get('top1'), best_top1=s.best_top1, macs=m.get('macs'), static_macs=run.static,
-                flops_reduction=m.get('flops_reduction'), flops_reduction_paper=m.get('flops_reduction_paper'),
-                static_saving=split.get('static_saving'), dynamic_saving=split.get('dynamic_saving'),
-                mask_accuracy=m.get('mask_accuracy'), balanced_accuracy=m.get('balanced_accuracy'), f1=m.get('f1'),
-                keep_ratio=m.get('keep_ratio'), dynamic_filters=m.get('dynamic_filters'), per_layer=m.get('per_layer'),
-                per_layer_macs=split.get('per_layer_macs'), train=cfg.train, head_macs=head_macs(core), method=cfg.method,
-                arch=cfg.arch, dataset=cfg.dataset, r=ftwt(cfg.r), mode=ftwt(cfg.mode), labels=ftwt(cfg.labels), keep=cfg.keep,
-                epochs=cfg.epochs, subset=cfg.subset, seconds=sum(r['seconds'] for r in s.log), world_size=run.rt.world_size,
-                device=str(run.rt.device), config=asdict(cfg), extensions=s.extensions, command=command)
+    return dict(
+        top1=m.get('top1'),
+        best_top1=s.best_top1,
+        macs=m.get('macs'),
+        static_macs=run.static,
+        flops_reduction=m.get('flops_reduction'),
+        flops_reduction_paper=m.get('flops_reduction_paper'),
+        static_saving=split.get('static_saving'),
+        dynamic_saving=split.get('dynamic_saving'),
+        mask_accuracy=m.get('mask_accuracy'),
+        balanced_accuracy=m.get('balanced_accuracy'),
+        f1=m.get('f1'),
+        keep_ratio=m.get('keep_ratio'),
+        dynamic_filters=m.get('dynamic_filters'),
+        per_layer=m.get('per_layer'),
+        per_layer_macs=split.get('per_layer_macs'),
+        train=cfg.train,
+        head_macs=head_macs(core),
+        method=cfg.method,
+        arch=cfg.arch,
+        dataset=cfg.dataset,
+        r=ftwt(cfg.r),
+        mode=ftwt(cfg.mode),
+        labels=ftwt(cfg.labels),
+        keep=cfg.keep,
+        epochs=cfg.epochs,
+        subset=cfg.subset,
+        seconds=sum(r['seconds'] for r in s.log),
+        world_size=run.rt.world_size,
+        device=str(run.rt.device),
+        config=asdict(cfg),
+        extensions=s.extensions,
+        command=command,
+    )
 
 # %% ../nbs/08_train.ipynb #c033h
 @contextlib.contextmanager
@@ -678,8 +874,10 @@ def _on_signals(stop: StopFlag):
 def _tensorboard(run: Run):
     "A TensorBoard writer into `out/tb` on rank 0 when `cfg.tensorboard`, else None."
     if not (run.cfg.tensorboard and run.rt.main): yield None; return
-    try: from torch.utils.tensorboard import SummaryWriter
-    except ImportError: raise ValueError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
     tb = SummaryWriter(run.out / 'tb')
     try: yield tb
     finally: tb.close()

@@ -1,4 +1,5 @@
 "Evaluation under torchrun counts every image exactly once, for every dataset and any number of processes."
+
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
@@ -23,15 +24,29 @@ tensors = evaluate(ClassZero(), CifarBatches(torch.zeros(5, 3, 32, 32, dtype=tor
 if rt.main: print(json.dumps(dict(folder=folder['top1'], tensors=tensors['top1'])))
 '''
 
+
 @pytest.mark.parametrize('nproc', [2, 3])
 def test_distributed_evaluation_counts_each_image_once(tmp_path, nproc):
     "5 images, 3 of class 0, on processes that do not divide 5: a model that always answers 0 scores 60.00%."
     for cls, n in (('a', 3), ('b', 1), ('c', 1)):
         (tmp_path / 'val' / cls).mkdir(parents=True)
-        for i in range(n): Image.new('RGB', (32, 32), (40 * i, 80, 120)).save(tmp_path / 'val' / cls / f'{i}.png')
+        for i in range(n):
+            Image.new('RGB', (32, 32), (40 * i, 80, 120)).save(tmp_path / 'val' / cls / f'{i}.png')
     (tmp_path / 'eval.py').write_text(SCRIPT)
-    r = subprocess.run([str(BIN / 'torchrun'), '--standalone', '--nproc_per_node', str(nproc), str(tmp_path / 'eval.py'), str(tmp_path / 'val')],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    r = subprocess.run(
+        [
+            str(BIN / 'torchrun'),
+            '--standalone',
+            '--nproc_per_node',
+            str(nproc),
+            str(tmp_path / 'eval.py'),
+            str(tmp_path / 'val'),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, 'OMP_NUM_THREADS': '1'},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res == dict(folder=pytest.approx(60.0), tensors=pytest.approx(60.0))

@@ -1,4 +1,5 @@
 "Sizes, shapes, registry behaviour and structural conventions of `hebbnb.models`."
+
 import urllib.error
 import pytest
 import torch
@@ -18,7 +19,13 @@ EXPECTED = {
     'mobilenetv1_imagenet': (4_231_976, 569e6),
 }
 # parameter-free (option A) shortcuts; 272,474 would be resnet20 with 1x1 projection shortcuts
-CIFAR_RESNET_PARAMS = {'resnet20': 269_722, 'resnet32': 464_154, 'resnet44': 658_586, 'resnet56': 853_018, 'resnet110': 1_727_962}
+CIFAR_RESNET_PARAMS = {
+    'resnet20': 269_722,
+    'resnet32': 464_154,
+    'resnet44': 658_586,
+    'resnet56': 853_018,
+    'resnet110': 1_727_962,
+}
 CIFAR = ['resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'vgg16_bn', 'mobilenetv1', 'mobilenetv2']
 IMAGENET = ['resnet18', 'resnet34', 'mobilenetv1_imagenet']
 
@@ -26,19 +33,25 @@ IMAGENET = ['resnet18', 'resnet34', 'mobilenetv1_imagenet']
 def macs(model, size):
     "Independent hook-based count: conv = Cout*Cin/groups*kh*kw*Hout*Wout, linear = in*out, one image."
     total = []
+
     def hook(m, i, o):
         if isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
             total.append(m.out_channels * (m.in_channels // m.groups) * kh * kw * o.shape[2] * o.shape[3])
-        elif isinstance(m, nn.Linear): total.append(m.in_features * m.out_features)
+        elif isinstance(m, nn.Linear):
+            total.append(m.in_features * m.out_features)
+
     hs = [m.register_forward_hook(hook) for m in model.modules()]
     model.eval()
-    with torch.no_grad(): model(torch.zeros(1, *size))
-    for h in hs: h.remove()
+    with torch.no_grad():
+        model(torch.zeros(1, *size))
+    for h in hs:
+        h.remove()
     return sum(total)
 
 
-def nparams(model): return sum(p.numel() for p in model.parameters())
+def nparams(model):
+    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.fixture(scope='module')
@@ -69,14 +82,18 @@ def test_macs_within_half_percent(built, name):
 
 
 def test_input_size():
-    for n in CIFAR: assert input_size(n) == (3, 32, 32)
-    for n in IMAGENET: assert input_size(n) == (3, 224, 224)
+    for n in CIFAR:
+        assert input_size(n) == (3, 32, 32)
+    for n in IMAGENET:
+        assert input_size(n) == (3, 224, 224)
 
 
 def test_unknown_name_lists_valid_names():
     for f in (create, input_size):
-        with pytest.raises(ValueError) as e: f('resnet57')
-        for n in available(): assert n in str(e.value)
+        with pytest.raises(ValueError) as e:
+            f('resnet57')
+        for n in available():
+            assert n in str(e.value)
 
 
 @pytest.mark.parametrize('name', CIFAR)
@@ -84,7 +101,7 @@ def test_cifar_forward_shape(built, name):
     m = built[name].train()
     y = m(torch.randn(2, 3, 32, 32))
     assert y.shape == (2, 10)
-    y.sum().backward()   # no in-place op breaks autograd
+    y.sum().backward()  # no in-place op breaks autograd
     assert create(name, num_classes=100)(torch.randn(2, 3, 32, 32)).shape == (2, 100)
 
 
@@ -102,7 +119,8 @@ def test_bn_follows_conv_in_sequential(built, name):
     for parent in m.modules():
         kids = list(parent.named_children())
         for i, (key, c) in enumerate(kids):
-            if not isinstance(c, nn.BatchNorm2d): continue
+            if not isinstance(c, nn.BatchNorm2d):
+                continue
             if isinstance(parent, models.BasicBlock):
                 assert key in ('bn1', 'bn2')
                 continue
@@ -113,7 +131,7 @@ def test_bn_follows_conv_in_sequential(built, name):
 def test_basic_block_matches_torchvision_names(built):
     names = lambda blk: [n for n, _ in blk.named_children()]
     r56, r18 = built['resnet56'], built['resnet18']
-    assert names(r56.layer1[0]) == names(r18.layer1[0]) == ['conv1', 'bn1', 'relu', 'conv2', 'bn2']   # downsample None
+    assert names(r56.layer1[0]) == names(r18.layer1[0]) == ['conv1', 'bn1', 'relu', 'conv2', 'bn2']  # downsample None
     assert names(r56.layer2[0]) == names(r18.layer2[0]) == ['conv1', 'bn1', 'relu', 'conv2', 'bn2', 'downsample']
     blk = built['resnet56'].layer2[0]
     assert isinstance(blk.downsample, models.ZeroPadShortcut) and built['resnet56'].layer1[0].downsample is None
@@ -125,8 +143,9 @@ def test_mobilenetv2_block_structure(built):
     assert len(blocks) == 17
     for b in blocks:
         assert [len(u) for u in b.conv] == [3, 3, 2]
-        if b.shortcut is not None: assert [type(x) for x in b.shortcut] == [nn.Conv2d, nn.BatchNorm2d]
-    assert sum(b.shortcut is not None for b in blocks) == 4   # 32->16, 16->24, 64->96, 160->320
+        if b.shortcut is not None:
+            assert [type(x) for x in b.shortcut] == [nn.Conv2d, nn.BatchNorm2d]
+    assert sum(b.shortcut is not None for b in blocks) == 4  # 32->16, 16->24, 64->96, 160->320
 
 
 def test_zero_pad_shortcut():
@@ -151,11 +170,16 @@ def test_pretrained_loads_torchvision_weights(monkeypatch):
 
 
 def test_pretrained_download_failure_is_clear(monkeypatch):
-    def fail(url, *a, **kw): raise urllib.error.URLError('no network')
+    def fail(url, *a, **kw):
+        raise urllib.error.URLError('no network')
+
     monkeypatch.setattr(torchvision.models._api, 'load_state_dict_from_url', fail)
-    with pytest.raises(RuntimeError, match="state_dict='path.pt'"): create('resnet34', pretrained=True)
+    with pytest.raises(RuntimeError, match="state_dict='path.pt'"):
+        create('resnet34', pretrained=True)
 
 
 def test_pretrained_refused_where_unavailable():
-    with pytest.raises(ValueError, match='no pretrained weights'): create('resnet56', pretrained=True)
-    with pytest.raises(ValueError, match='1000 classes'): create('resnet18', num_classes=10, pretrained=True)
+    with pytest.raises(ValueError, match='no pretrained weights'):
+        create('resnet56', pretrained=True)
+    with pytest.raises(ValueError, match='1000 classes'):
+        create('resnet18', num_classes=10, pretrained=True)

@@ -1,17 +1,24 @@
 "A plain `pip install` carries everything the commands need: wheel + sdist built, checked, installed into a fresh venv, run from elsewhere."
+
 import os, subprocess, sys, tarfile, zipfile
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE_PY = Path(sys.base_prefix) / 'bin' / 'python3'   # the interpreter the dev venv was made from
+BASE_PY = Path(sys.base_prefix) / 'bin' / 'python3'  # the interpreter the dev venv was made from
+
 
 def run(*cmd, **kw):
     kw.setdefault('env', {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')})
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=kw.pop('timeout', 600), **kw)
 
+
 def base_has_dependencies() -> bool:
-    return BASE_PY.exists() and run(BASE_PY, '-c', 'import torch, torchvision, ptflops, matplotlib, seaborn, tqdm').returncode == 0
+    return (
+        BASE_PY.exists()
+        and run(BASE_PY, '-c', 'import torch, torchvision, ptflops, matplotlib, seaborn, tqdm').returncode == 0
+    )
+
 
 @pytest.fixture(scope='module')
 def dist_dir(tmp_path_factory):
@@ -21,38 +28,71 @@ def dist_dir(tmp_path_factory):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out
 
+
 def test_sdist_and_wheel_carry_recipes_and_baseline(dist_dir):
-    whl, = dist_dir.glob('*.whl'); sdist, = dist_dir.glob('*.tar.gz')
+    (whl,) = dist_dir.glob('*.whl')
+    (sdist,) = dist_dir.glob('*.tar.gz')
     names = set(zipfile.ZipFile(whl).namelist())
-    assert {'hebbnb/configs/cifar10_resnet56.json', 'hebbnb/configs/imagenet_resnet18.json', 'hebbnb/checkpoints/cifar10_resnet20_baseline.pt'} <= names
+    assert {
+        'hebbnb/configs/cifar10_resnet56.json',
+        'hebbnb/configs/imagenet_resnet18.json',
+        'hebbnb/checkpoints/cifar10_resnet20_baseline.pt',
+    } <= names
     snames = {n.split('/', 1)[1] for n in tarfile.open(sdist).getnames() if '/' in n}
-    assert {'hebbnb/configs/cifar10_resnet20.json', 'hebbnb/checkpoints/cifar10_resnet20_baseline.pt', 'README.md', 'LICENSE'} <= snames
+    assert {
+        'hebbnb/configs/cifar10_resnet20.json',
+        'hebbnb/checkpoints/cifar10_resnet20_baseline.pt',
+        'README.md',
+        'LICENSE',
+    } <= snames
     r = run(sys.executable, '-m', 'twine', 'check', '--strict', *dist_dir.iterdir())
     assert r.returncode == 0 and r.stdout.count('PASSED') == 2, r.stdout + r.stderr
 
-@pytest.mark.skipif(not base_has_dependencies(), reason=f'{BASE_PY} lacks torch & co. (the fresh venv reuses them instead of downloading)')
+
+@pytest.mark.skipif(
+    not base_has_dependencies(),
+    reason=f'{BASE_PY} lacks torch & co. (the fresh venv reuses them instead of downloading)',
+)
 def test_installed_wheel_runs_from_another_folder(dist_dir, tmp_path):
     "Fresh venv (--system-site-packages: torch & co. from the base interpreter, no download), the wheel only, run outside the repo."
     # --no-deps: the base's torch wheel pins CUDA packages that are not installed there; the imports below prove the dependencies present
     env = tmp_path / 'venv'
     assert run(BASE_PY, '-m', 'venv', '--system-site-packages', env).returncode == 0
-    whl, = dist_dir.glob('*.whl')
+    (whl,) = dist_dir.glob('*.whl')
     r = run(env / 'bin' / 'python', '-m', 'pip', 'install', '-q', '--no-index', '--no-deps', whl)
     assert r.returncode == 0, r.stderr[-2000:]
-    work = tmp_path / 'elsewhere'; work.mkdir()
-    r = run(env / 'bin' / 'hebbnb-baseline', '--config', 'cifar10_resnet20', '--dataset', 'synthetic', '--epochs', '1', '--max-steps', '2',
-            '--threads', '1', '--no-progress', '--out', 'x', cwd=work)
+    work = tmp_path / 'elsewhere'
+    work.mkdir()
+    r = run(
+        env / 'bin' / 'hebbnb-baseline',
+        '--config',
+        'cifar10_resnet20',
+        '--dataset',
+        'synthetic',
+        '--epochs',
+        '1',
+        '--max-steps',
+        '2',
+        '--threads',
+        '1',
+        '--no-progress',
+        '--out',
+        'x',
+        cwd=work,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert '"lr": 0.1' in r.stdout and '"schedule": "cosine"' in r.stdout   # the recipe's baseline section was read
+    assert '"lr": 0.1' in r.stdout and '"schedule": "cosine"' in r.stdout  # the recipe's baseline section was read
     r = run(env / 'bin' / 'hebbnb-quickstart', '--help', cwd=work)
     assert r.returncode == 0 and '--fast' in r.stdout and '--train-baseline' in r.stdout
-    code = ("import hebbnb, importlib, pkgutil, sys\n"
-            "assert hebbnb.__file__.startswith(sys.prefix), hebbnb.__file__\n"
-            "mods = [importlib.import_module(f'hebbnb.{m.name}') for m in pkgutil.iter_modules(hebbnb.__path__)]\n"
-            "from hebbnb.cli import shipped_checkpoint, find_config\n"
-            "from hebbnb.train import load_checkpoint\n"
-            "assert load_checkpoint(shipped_checkpoint())['best_top1'] == 87.46\n"
-            "print(len(mods), find_config('imagenet_resnet34'))\n")
+    code = (
+        "import hebbnb, importlib, pkgutil, sys\n"
+        "assert hebbnb.__file__.startswith(sys.prefix), hebbnb.__file__\n"
+        "mods = [importlib.import_module(f'hebbnb.{m.name}') for m in pkgutil.iter_modules(hebbnb.__path__)]\n"
+        "from hebbnb.cli import shipped_checkpoint, find_config\n"
+        "from hebbnb.train import load_checkpoint\n"
+        "assert load_checkpoint(shipped_checkpoint())['best_top1'] == 87.46\n"
+        "print(len(mods), find_config('imagenet_resnet34'))\n"
+    )
     r = run(env / 'bin' / 'python', '-c', code, cwd=work)
     assert r.returncode == 0, r.stderr[-2000:]
     assert int(r.stdout.split()[0]) >= 10 and str(env) in r.stdout
