@@ -8,7 +8,6 @@ Docs: https://hebbnb.github.io/hebbnb/data.html.md"""
 from __future__ import annotations
 import os, io, re, sys, math, hashlib, tarfile, tempfile, shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 from torchvision import datasets, transforms
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
-if TYPE_CHECKING: from hebbnb.train import TrainConfig, Runtime   # types only: hebbnb.train imports this module
+
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'data_root', 'cache_dir', 'interactive', 'load_cifar',
@@ -318,7 +317,7 @@ def imagenet_loaders(data: str|Path|None=None, # data root, see `data_root`
     return (loader(train_dir, True) if train_dir is not None else None), loader(val_dir, False)
 
 # %% ../nbs/07_data.ipynb #dl08
-def _image_tensors(cfg: TrainConfig, # reads dataset, data, download, seed
+def _image_tensors(cfg,             # a TrainConfig: reads dataset, data, download, seed
                   ) -> tuple: # ((x_train, y_train), (x_test, y_test), classes, CifarBatches normalisation kwargs)
     "uint8 images and labels of CIFAR or the synthetic set, the number of classes and the normalisation."
     if cfg.dataset == 'synthetic':   # normalised with CifarBatches' defaults (CIFAR-10's constants)
@@ -328,7 +327,7 @@ def _image_tensors(cfg: TrainConfig, # reads dataset, data, download, seed
 
 def _one_batch_at_least(train,             # training batches (CifarBatches or DataLoader)
                         n: int,            # training images per process
-                        cfg: TrainConfig,  # reads batch_size
+                        cfg,              # a TrainConfig: reads batch_size
                        ):
     "`train`, or a one-line error when its `n` images per process make no full batch (training drops incomplete ones)."
     if len(train) == 0:
@@ -337,8 +336,8 @@ def _one_batch_at_least(train,             # training batches (CifarBatches or D
     return train
 
 # %% ../nbs/07_data.ipynb #dl09
-def make_data(cfg: TrainConfig, # reads dataset, data, download, subset, test_subset, seed, batch_size, workers
-              rt: Runtime,      # device, rank and world size of this process
+def make_data(cfg,             # a TrainConfig: reads dataset, data, download, subset, test_subset, seed, batch_size, workers
+              rt,              # a Runtime: device, rank and world size of this process
              ) -> tuple:        # (training batches, evaluation batches, number of classes)
     "Training batches, evaluation batches and the number of classes for `cfg.dataset`."
     if cfg.dataset == 'imagenet':
@@ -354,8 +353,8 @@ def make_data(cfg: TrainConfig, # reads dataset, data, download, subset, test_su
     train = CifarBatches(xtr, ytr, cfg.batch_size, True, **kw)
     return _one_batch_at_least(train, train.n, cfg), CifarBatches(xte, yte, 2 * cfg.batch_size, False, **kw), nc
 
-def plain_batches(cfg: TrainConfig,      # reads dataset, data, download, seed, batch_size, workers
-                  rt: Runtime,           # reads device
+def plain_batches(cfg,                  # a TrainConfig: reads dataset, data, download, seed, batch_size, workers
+                  rt,                   # a Runtime: reads device
                   split: str = 'train',  # 'train' or 'test'
                  ):                      # CifarBatches, or ImageNet's validation DataLoader
     "Un-augmented, unshuffled batches of a split ('train' or 'test'); ImageNet gives its validation loader."
