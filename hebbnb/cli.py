@@ -325,7 +325,7 @@ def estimate_main(argv=None):
             print(
                 f"target {a.target_reduction:g}%: r = {res['pick']['r']:.4f} (estimated {res['pick']['reduction']:.1f}%)"
             )
-        print(estimate_note())
+        print(res['note'])
         print(f"wrote {out / 'estimate.json'} and {out / 'estimate.png'}")
     sys.exit(run_cli('hebbnb-estimate', go, argv))
 
