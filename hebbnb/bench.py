@@ -1,4 +1,4 @@
-"""Batch-1 CPU latency of the sparse executor against the dense network and a statically pruned one of the same widths: baselines, timing, per-layer tuning, the benchmark table and `hebbnb-bench`.
+"""CPU speed of the dense, gated, executor and exported forms of a model in one table, and `hebbnb-bench`.
 
 Docs: https://hebbnb.github.io/hebbnb/bench.html.md"""
 
@@ -6,25 +6,26 @@ Docs: https://hebbnb.github.io/hebbnb/bench.html.md"""
 
 # %% ../nbs/10a_bench.ipynb #b003
 from __future__ import annotations
-import argparse, csv, json, os, platform, sys, time
+import argparse, csv, json, os, platform, sys, time, warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .gating import set_mask_source
+from .gating import set_mask_source, gated_layers
 from .models import input_size
 from .flops import static_macs, dynamic_macs
-from .data import cifar_images
+from .data import cifar_images, imagenet_loaders
+from . import export  # the speed table; `hebbnb.export` imports this module's timers only inside functions
 from .sparse import (CL, NCHW, SparseConv, SparseNet, ConvStep, BlockStep, InvResStep, PoolStep, LinearStep,
                            PadShortcut, sparse_conv, run_steps, random_gated, to_sparse, check_exact, executed_macs,
                            _head, _keep, _dense, _weights, _depthwise)
 
 # %% auto #0
 __all__ = ['BENCH_COLUMNS', 'StaticConv', 'StaticBlock', 'StaticInvRes', 'static_steps', 'run_static', 'tmin', 'latency',
-           'profile_layers', 'tune_layers', 'cpu_name', 'bench', 'plot_speedup', 'merge_rows', 'read_rows',
-           'plot_table', 'bench_parser', 'other_load', 'run_bench']
+           'usage_gated', 'profile_layers', 'tune_layers', 'cpu_name', 'bench', 'plot_speedup', 'read_rows',
+           'bench_parser', 'other_load', 'run_bench']
 
 # %% ../nbs/10a_bench.ipynb #c044
 @dataclass
@@ -40,7 +41,13 @@ class StaticConv:
         y = F.conv2d(v, self.W, self.b, self.stride, self.pad, 1, self.groups)
         if res is not None: y.add_(res[:, :y.shape[1]])                    # res: (B, >= k, H', W')
         return y.relu_() if self.relu else y
-    def run(self, v, idx=None, run_layer=None): return self(v), None       # as a step (inputs always dense)
+    def run(self,
+            v: Tensor,             # (B, k_in, H, W) the step's dense input
+            idx=None,              # unused: the static network's inputs are always dense
+            run_layer=None,        # unused: kept for the step interface of `run_steps`
+           ) -> tuple:             # (output, None): no channel index
+        "Run as a step of `run_steps`."
+        return self(v), None
 
 def _pad_to(v: Tensor, C: int) -> Tensor:  # (B, k, H, W) -> (B, C, H, W), zero channels appended
     if v.shape[1] == C: return v
@@ -57,7 +64,12 @@ class StaticBlock:
     shortcut: StaticConv | PadShortcut | None   # gated 1x1 downsample, zero padding, or identity
     post: bool                                  # conv2's activation after the addition
     C: int                                      # channels of the stream
-    def run(self, v, idx=None, run_layer=None):
+    def run(self,
+            v: Tensor,             # (B, k_in, H, W) the step's dense input
+            idx=None,              # unused: the static network's inputs are always dense
+            run_layer=None,        # unused: kept for the step interface of `run_steps`
+           ) -> tuple:             # (output, None): no channel index
+        "Run the block as a step of `run_steps`."
         h, sc = self.conv1(v), self.shortcut
         if sc is None: s = _pad_to(v, self.C)
         elif isinstance(sc, PadShortcut): s = _pad_to(F.avg_pool2d(v, sc.stride) if sc.stride > 1 else v, sc.planes)
@@ -74,7 +86,12 @@ class StaticInvRes:
     shortcut: StaticConv | None
     residual: bool
     C: int                                      # channels of the stream
-    def run(self, v, idx=None, run_layer=None):
+    def run(self,
+            v: Tensor,             # (B, k_in, H, W) the step's dense input
+            idx=None,              # unused: the static network's inputs are always dense
+            run_layer=None,        # unused: kept for the step interface of `run_steps`
+           ) -> tuple:             # (output, None): no channel index
+        "Run the inverted residual as a step of `run_steps`."
         o = v
         for c in self.convs: o = c(o)
         if not self.residual: return o, None
@@ -111,12 +128,17 @@ def static_steps(net: SparseNet,            # executor whose folded weights to s
     return out
 
 @torch.inference_mode()
-def run_static(steps: list, x: Tensor, mf=NCHW) -> Tensor:  # (B, 3, H, W) -> (B, classes)
+def run_static(steps: list,  # from `static_steps`
+               x: Tensor,    # images (B, 3, H, W)
+               mf=NCHW,      # memory layout the steps were built for (NCHW or CL)
+              ) -> Tensor:   # (B, classes) logits
     "Execute the steps of `static_steps`."
     return run_steps(steps, x.contiguous(memory_format=mf))
 
 # %% ../nbs/10a_bench.ipynb #c049
-def tmin(f, reps: int = 7) -> float:
+def tmin(f,              # callable without arguments
+         reps: int = 7,  # timed calls
+        ) -> float:     # ms
     "Minimum wall time of `f()` over `reps` calls after two warm-up calls, in ms."
     f(); f()
     best = float('inf')
@@ -137,6 +159,40 @@ def latency(f,                 # callable on one (1, 3, H, W) image
             for i, x in enumerate(xs):
                 t = time.perf_counter(); f(x[None]); best[i] = min(best[i].item(), time.perf_counter() - t)
     return best * 1e3
+
+# %% ../nbs/10a_bench.ipynb #s052
+def _check_usage(never: float, always: float, keep: float):  # ValueError unless never, always >= 0, never + always <= 1
+    if not (0 <= never and 0 <= always and never + always <= 1):
+        raise ValueError(f"never and always must be >= 0 with never + always <= 1, got {never} and {always}")
+    if not 0 < keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {keep}")
+
+@torch.no_grad()
+def usage_gated(arch: str = 'resnet20',   # a name from `hebbnb.models.available()`
+                never: float = 0.0,       # share of each layer's filters that are never kept
+                always: float = 0.0,      # share of each layer's filters that are always kept
+                keep: float = 0.5,        # the other filters are kept for about this share of inputs `x`
+                x: Tensor | None = None,  # calibration images (B, 3, H, W); default 32 standard normal ones
+                seed: int = 0,            # seeds the weights, the heads and which filters are never/always kept
+               ) -> nn.Module:            # gated model in eval mode, masks 'predicted'
+    "`random_gated` with a share `never` of each layer's filters never kept, `always` always kept, the rest sometimes."
+    _check_usage(never, always, keep)
+    if x is None: x = torch.randn(32, *input_size(arch), generator=torch.Generator().manual_seed(seed))
+    model, gen, free = random_gated(arch, keep, x=x, seed=seed), torch.Generator().manual_seed(seed + 7), {}
+    for g in gated_layers(model):
+        C, b = g.conv.out_channels, g.predictor.fc.bias
+        order, n_never, n_always = torch.randperm(C, generator=gen), round(never * C), round(always * C)
+        b[order[:n_never]] = -1e4; b[order[C - n_always:]] = 1e4             # logit < 0: never kept; > 0: always
+        free[id(g.predictor)] = order[n_never:C - n_always]
+    def shift(pred, args, z):  # z: (B, C); recalibrate the free filters on the masks upstream layers now give
+        i = free[id(pred)]
+        q = torch.quantile(z[:, i], 1 - keep, dim=0)
+        pred.fc.bias[i] -= q; z = z.clone(); z[:, i] -= q
+        return z
+    hooks = [g.predictor.register_forward_hook(shift) for g in gated_layers(model)]
+    try: model(x)
+    finally:
+        for h in hooks: h.remove()
+    return model
 
 # %% ../nbs/10a_bench.ipynb #c055
 @torch.inference_mode()
@@ -217,7 +273,7 @@ def tune_layers(net: SparseNet,                 # executor to tune in place
 
 # %% ../nbs/10a_bench.ipynb #c065
 BENCH_COLUMNS = ['arch', 'r', 'threads', 'dense_ms', 'sparse_ms', 'sparse_p90_ms', 'static_ms', 'macs_ratio', 'R',
-                 'efficiency', 'slower_share', 'torch', 'cpu']
+                 'efficiency', 'slower_share', 'torch', 'cpu']  # the columns of the executor report (`--detail`)
 
 def cpu_name() -> str:
     "The CPU model, from /proc/cpuinfo where available."
@@ -238,10 +294,26 @@ def _macs(model, xs) -> tuple[float, Tensor]:  # dense MACs, (N,) exact MACs of 
     ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)])
     return float(static_macs(model, tuple(xs.shape[1:]))), ideal
 
+@torch.inference_mode()
+def _run_executor(net: SparseNet, xs: Tensor) -> tuple[dict, list]:  # {id(layer): mean kept filters}, executed MACs
+    kept, done = torch.zeros(len(net.layers)), []
+    for x in xs:
+        net(x[None])
+        kept += torch.tensor(net.kept(), dtype=torch.float); done.append(executed_macs(net))
+    return {id(L): k.item() / len(xs) for L, k in zip(net.layers, kept)}, done
+
 # %% ../nbs/10a_bench.ipynb #c066
+def _executor_row(arch, r, t, d: Tensor, sp: Tensor, s: Tensor, ratio: float) -> dict:  # d, sp, s: (N,) ms
+    dense_ms, sparse_ms, static_ms = d.mean().item(), sp.mean().item(), s.mean().item()
+    return dict(arch=arch, r=r, threads=t, dense_ms=dense_ms, sparse_ms=sparse_ms,  # dense, executor, static network
+                sparse_p90_ms=sp.quantile(0.9).item(), static_ms=static_ms, macs_ratio=ratio,
+                R=dense_ms / sparse_ms / ratio, efficiency=static_ms / sparse_ms,
+                slower_share=(sp > dense_ms).float().mean().item(), torch=torch.__version__, cpu=cpu_name())
+
 def bench(model: nn.Module,             # trained (or test) gated model
           xs: Tensor,                   # images (N, 3, H, W)
-          arch: str, r: float,          # reported in the rows
+          arch: str,                    # reported in the rows
+          r: float,                     # reported in the rows
           threads=(1,),                 # CPU thread counts to time
           repeats: int = 3,             # passes per image (minimum kept)
           block: int = 1,               # executor channel block
@@ -249,49 +321,27 @@ def bench(model: nn.Module,             # trained (or test) gated model
          ) -> tuple[list[dict], dict]:  # rows (BENCH_COLUMNS), details (per image, exactness, widths)
     "Time the sparse executor against the dense and the statically pruned network at batch 1."
     dense_macs, ideal = _macs(model, xs)
+    ratio = dense_macs / ideal.mean().item()
     rows, det, threads0 = [], dict(ideal_macs=ideal.tolist(), per_image={}), torch.get_num_threads()
-    for t in threads:
-        torch.set_num_threads(t)
-        net = to_sparse(model, block, tune=tune, warm=xs[:8])
-        if t == threads[0]: det['exact'] = check_exact(model, net, xs)
-        kept, done = torch.zeros(len(net.layers)), []
-        with torch.inference_mode():
-            for x in xs:
-                net(x[None])
-                kept += torch.tensor(net.kept(), dtype=torch.float)
-                done.append(executed_macs(net))
-        widths = {id(L): k.item() / len(xs) for L, k in zip(net.layers, kept)}
-        d, d_layout = _best_layout(net, None, xs, repeats)
-        s, _ = _best_layout(net, widths, xs, repeats)
-        sp = latency(net, xs, repeats)
-        dense_ms, sparse_ms, static_ms = d.mean().item(), sp.mean().item(), s.mean().item()
-        ratio = dense_macs / ideal.mean().item()
-        rows.append(
-            dict(
-                arch=arch,
-                r=r,
-                threads=t,
-                dense_ms=dense_ms,
-                sparse_ms=sparse_ms,
-                sparse_p90_ms=sp.quantile(0.9).item(),
-                static_ms=static_ms,
-                macs_ratio=ratio,
-                R=dense_ms / sparse_ms / ratio,
-                efficiency=static_ms / sparse_ms,
-                slower_share=(sp > dense_ms).float().mean().item(),
-                torch=torch.__version__,
-                cpu=cpu_name(),
-            )
-        )
-        det['per_image'][t] = dict(
-            sparse_ms=sp.tolist(), dense_ms=d.tolist(), executed_macs=done, dense_layout=d_layout
-        )
-        det['widths'] = [w for w in widths.values()]
-    torch.set_num_threads(threads0)
+    try:
+        for t in threads:
+            torch.set_num_threads(t)
+            net = to_sparse(model, block, tune=tune, warm=xs[:8])
+            if t == threads[0]: det['exact'] = check_exact(model, net, xs)
+            widths, done = _run_executor(net, xs)
+            (d, d_layout), (s, _) = _best_layout(net, None, xs, repeats), _best_layout(net, widths, xs, repeats)
+            sp = latency(net, xs, repeats)
+            rows.append(_executor_row(arch, r, t, d, sp, s, ratio))
+            det['per_image'][t] = dict(sparse_ms=sp.tolist(), dense_ms=d.tolist(), executed_macs=done,
+                                       dense_layout=d_layout)
+            det['widths'] = list(widths.values())
+    finally: torch.set_num_threads(threads0)
     return rows, det
 
 # %% ../nbs/10a_bench.ipynb #c068
-def plot_speedup(rows: list[dict], det: dict):
+def plot_speedup(rows: list[dict],  # executor report rows (`bench`)
+                 det: dict,         # its details (`bench`): per-image latencies and exact MACs
+                ):                  # matplotlib Figure
     "Per-image latency vs MACs (first thread count) and mean latencies per thread count."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(10, 3.6), layout='constrained')
@@ -315,107 +365,65 @@ def plot_speedup(rows: list[dict], det: dict):
     return fig
 
 # %% ../nbs/10a_bench.ipynb #c071
-def _row_key(d: dict) -> tuple: return d['arch'], float(d['r']), int(d['threads'])
-
-def _number(v: str):
-    try: return float(v)
-    except ValueError: return v
-
-def merge_rows(path: Path,             # CSV with BENCH_COLUMNS (created if missing)
-               rows: list[dict],       # new rows
-              ) -> list[dict]:         # the table as written, numbers as floats
-    "Write `rows` into the CSV at `path`, replacing rows with the same arch, r and threads."
-    old = list(csv.DictReader(open(path))) if path.exists() else []
-    new = {_row_key(d) for d in rows}
-    table = [d for d in old if _row_key(d) not in new] + [{k: str(v) for k, v in d.items()} for d in rows]
-    table.sort(key=_row_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, BENCH_COLUMNS); w.writeheader(); w.writerows(table)
-    return read_rows(path)
-
-def read_rows(path: Path) -> list[dict]:
-    "The rows of a benchmark CSV, numbers as floats."
-    return [{k: _number(v) for k, v in d.items()} for d in csv.DictReader(open(path))]
-
-def plot_table(rows: list[dict]):
-    "Per benchmark row: the MACs ratio, and the speed-ups of the static network and of the executor over dense."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(max(5, 1.1 * len(rows) + 2), 3.6), layout='constrained')
-    ax = fig.subplots()
-    x, w = torch.arange(len(rows)).float(), 0.27
-    bars = [
-        ('MACs ratio', lambda d: d['macs_ratio'], 'lightgray'),
-        ('static (ceiling)', lambda d: d['dense_ms'] / d['static_ms'], 'tab:green'),
-        ('executor', lambda d: d['dense_ms'] / d['sparse_ms'], 'tab:blue'),
-    ]
-    for i, (name, f, c) in enumerate(bars): ax.bar(x + (i - 1) * w, [f(d) for d in rows], w, color=c, label=name)
-    ax.axhline(1, color='k', lw=0.8, ls='--')
-    ax.set_xticks(x.tolist(), [f"{d['arch']}\nr={d['r']:g}, {int(d['threads'])} thr." for d in rows], fontsize=8)
-    ax.set(ylabel='x faster than dense (batch 1)', title='Sparse executor: MACs saved vs time saved')
-    ax.legend(fontsize=8)
-    return fig
+def read_rows(path: str | Path,  # a results CSV
+             ) -> list[dict]:    # its typed rows
+    "Deprecated alias of `hebbnb.results.read_rows`, the one reader of results CSVs."
+    from hebbnb.results import read_rows as read
+    warnings.warn("hebbnb.bench.read_rows is deprecated; use hebbnb.results.read_rows", FutureWarning, stacklevel=2)
+    return read(path)
 
 # %% ../nbs/10a_bench.ipynb #c076
+_HELP = dict(
+    ckpt='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (a stand-in, not a result)',
+    arch='architecture of the random-weight model (ignored with --ckpt)',
+    r='r reported for the random-weight model (ignored with --ckpt)',
+    keep='random-weight model: share of inputs keeping each input-dependent filter',
+    never='random-weight model: share of each layer\'s filters never kept (see usage_gated)',
+    always='random-weight model: share of each layer\'s filters always kept',
+    data='data folder (default: $HEBBNB_DATA); without data, random images',
+    images='test images to time (batch 1: each image; batch --batch: these images repeated)',
+    threads='CPU thread counts to time, e.g. --threads 1 2',
+    repeats='batch 1: passes over the images, each image keeps its fastest; batch --batch: timed calls',
+    batch='batch size of the throughput rows', block='executor: round kept filters up to a multiple of this',
+    calib_images='with --ckpt: training images that decide which filters the export keeps',
+    quick='smoke test: at most 8 images, 1 repeat, batch 8, 64 calibration images',
+    seed='seed of the random-weight model and random images', out='output folder of this run',
+    name="the model's name in the rows (default: its architecture, ':random' for random weights)",
+    table='merge the rows into this CSV (replacing rows of the same arch, r, variant, batch and threads), '
+    'redraw its plot beside it (.png); checked before timing',
+    detail='instead of the speed table: the executor report (per layer layout, per image latency) into --out only',
+)
+
 def bench_parser() -> argparse.ArgumentParser:
     "The command line of `hebbnb-bench`."
-    p = argparse.ArgumentParser(
-        prog='hebbnb-bench',
-        description='Batch-1 CPU latency of the sparse executor against the dense and a statically pruned network.',
-    )
-    p.add_argument(
-        '--ckpt', help='FTWT checkpoint from hebbnb-train; without it, a random-weight gated --arch (smoke test)'
-    )
-    p.add_argument('--arch', default='resnet20', help='architecture of the random-weight model (ignored with --ckpt)')
-    p.add_argument('--r', type=float, default=0.9, help='r reported for the random-weight model (ignored with --ckpt)')
-    p.add_argument('--keep', type=float, default=0.5, help='random-weight model: share of inputs keeping each filter')
-    p.add_argument('--data', help='data folder (default: $HEBBNB_DATA); without data, random images')
-    p.add_argument('--images', type=int, default=200, help='images to time')
-    p.add_argument('--threads', type=int, nargs='+', default=[1], help='CPU thread counts to time, e.g. --threads 1 2')
-    p.add_argument('--repeats', type=int, default=3, help='passes over the images; each image keeps its fastest')
-    p.add_argument('--block', type=int, default=1, help='round kept filters up to a multiple of this')
-    p.add_argument('--no-tune', dest='tune', action='store_false', help='skip the per-layer layout and fallback tuning')
-    p.add_argument('--quick', action='store_true', help='smoke test: 8 images, 1 repeat')
-    p.add_argument('--seed', type=int, default=0, help='seed of the random-weight model and random images')
-    p.add_argument('--out', default='results', help='output folder')
-    p.add_argument(
-        '--name', help="the model's name in the rows (default: its architecture, with ':random' for random weights)"
-    )
-    p.add_argument(
-        '--table',
-        help='also merge the rows into this CSV (replacing rows of the same arch, r and threads) and redraw its plot beside it',
-    )
-    p.add_argument(
-        '--variants',
-        action='store_true',
-        help='instead: time dense / gated / executor / export (hebbnb.export.time_variants) at batch 1 and --batch, into OUT/variants.csv',
-    )
-    p.add_argument('--batch', type=int, default=128, help='--variants: batch size of the throughput rows')
-    p.add_argument(
-        '--calib-images',
-        type=int,
-        default=2000,
-        help='--variants with --ckpt: training images that decide which filters the export keeps',
-    )
+    p = argparse.ArgumentParser(prog='hebbnb-bench', description='CPU speed of dense, gated, executor and exported '
+                                'forms of a gated model at batch 1 and --batch, with R = speed-up / MACs ratio.')
+    h = _HELP
+    for k in ('ckpt', 'data', 'name', 'table'): p.add_argument(f'--{k}', help=h[k])
+    p.add_argument('--arch', default='resnet20', help=h['arch'])
+    for k, v in (('r', 0.9), ('keep', 0.5), ('never', 0.0), ('always', 0.0)):
+        p.add_argument(f'--{k}', type=float, default=v, help=h[k])
+    for k, v in (('images', 200), ('repeats', 3), ('batch', 128), ('block', 1), ('calib_images', 2000), ('seed', 0)):
+        p.add_argument(f"--{k.replace('_', '-')}", type=int, default=v, help=h[k])
+    p.add_argument('--threads', type=int, nargs='+', default=[1, 2], help=h['threads'])
+    p.add_argument('--no-tune', dest='tune', action='store_false',
+                   help='executor: skip the per-layer layout and fallback tuning')
+    p.add_argument('--quick', action='store_true', help=h['quick'])
+    p.add_argument('--out', default='runs/bench', help=h['out'])
+    p.add_argument('--detail', action='store_true', help=h['detail'])
+    p.add_argument('--variants', action='store_true', help='deprecated: the speed table is the default now')
     return p
 
+# %% ../nbs/10a_bench.ipynb #c077
 def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: int = 0) -> tuple[Tensor, str]:
-    "Up to `n` images of `dataset` (normalised), or standard-normal images when no data is found."
+    "Up to `n` images of `dataset` (normalised, through `hebbnb.data`), or standard-normal images when none is found."
     try:
         if dataset in ('cifar10', 'cifar100'): return cifar_images(n, split, data, dataset=dataset), dataset
-        if dataset == 'imagenet' and split == 'test':
-            from torchvision import datasets, transforms as T
-            from hebbnb.data import imagenet_sample, IMAGENET_MEAN, IMAGENET_STD
-
-            ds = datasets.ImageFolder(
-                imagenet_sample(data) / 'val',
-                T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]),
-            )
-            return torch.stack([ds[i][0] for i in range(min(n, len(ds)))]), 'imagenet-sample'
+        if dataset == 'imagenet' and split == 'test':  # the evaluation transform of `imagenet_loaders`, first n images
+            return next(iter(imagenet_loaders(data, batch_size=n, workers=0)[1]))[0], 'imagenet-sample'
     except FileNotFoundError: pass
     return torch.randn(n, *size, generator=torch.Generator().manual_seed(seed)), 'random'
 
-# %% ../nbs/10a_bench.ipynb #c077
 def _cpu_times() -> tuple[float, float, float]:
     "(busy, total) CPU ticks of the machine from /proc/stat, and this process's CPU seconds."
     with open('/proc/stat') as f:
@@ -423,78 +431,87 @@ def _cpu_times() -> tuple[float, float, float]:
     own = os.times()
     return sum(v) - v[3] - v[4], sum(v), own.user + own.system
 
-def other_load(seconds: float = 0.5) -> float | None:
-    "CPUs kept busy by *other* processes over `seconds` (this process's own CPU time subtracted); None without /proc/stat."
+def other_load(seconds: float = 0.5,  # how long to watch the CPUs
+              ) -> float | None:      # CPUs busy with other processes; None without /proc/stat
+    "CPUs kept busy by *other* processes over `seconds` (this process's own CPU time subtracted)."
     try: b0, t0, o0 = _cpu_times(); time.sleep(seconds); b1, t1, o1 = _cpu_times()
     except OSError: return None
     ncpu, wall = os.cpu_count() or 1, max(seconds, 1e-3)
     # busy CPUs = busy ticks / all ticks * CPUs; ours = our CPU seconds / wall seconds
     return max(0., (b1 - b0) / max(t1 - t0, 1) * ncpu - (o1 - o0) / wall)
 
-def run_bench(argv: list[str] | None = None):  # command-line arguments; default sys.argv[1:]
-    "Run `hebbnb-bench` (console script `hebbnb.cli.bench_main`): parse `argv`, time the variants, write the CSV and plots."
-    a = bench_parser().parse_args(argv)
-    if a.images < 1 or a.repeats < 1 or min(a.threads) < 1:
-        raise ValueError("--images, --repeats and --threads must be positive")
-    n, repeats = (min(a.images, 8), 1) if a.quick else (a.images, a.repeats)
+# %% ../nbs/10a_bench.ipynb #c077b
+def _check_args(a: argparse.Namespace):  # parsed `bench_parser` arguments; raises ValueError before any timing
+    for k in ('images', 'repeats', 'batch', 'block', 'calib_images'):
+        if getattr(a, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
+    if min(a.threads) < 1: raise ValueError(f"--threads must be at least 1, got {min(a.threads)}")
+    if not a.ckpt: _check_usage(a.never, a.always, a.keep)
+    if a.detail and a.table: raise ValueError("--detail writes the executor report into --out only; drop --table")
+    if a.table: export.check_table(a.table)
+    try: Path(a.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"--out {a.out}: cannot create it ({e.strerror or e})") from None
+    if a.variants: print("hebbnb-bench: --variants is deprecated: the speed table is the default now", file=sys.stderr)
+
+def _model(a: argparse.Namespace) -> tuple:  # (gated model, calibration images, arch, r, dataset)
+    "The checkpoint's model, or a random-weight stand-in (`usage_gated`) with its calibration images."
     if a.ckpt:
         from hebbnb.train import model_from_checkpoint
         model, ck = model_from_checkpoint(a.ckpt)
         if not ck['gated']:
             raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-bench needs an FTWT (gated) checkpoint")
-        arch, r, dataset = ck['arch'], ck['config']['r'], ck['dataset']
-    else:
-        arch, r = a.arch, a.r
-        dataset = 'cifar10' if input_size(arch)[1] == 32 else 'imagenet'
-        calib, _ = _images(dataset, input_size(arch), a.data, 256 if dataset == 'cifar10' else 16, 'train', a.seed + 1)
-        model, arch = random_gated(arch, a.keep, x=calib, seed=a.seed), f'{arch}:random'
-        print(
-            f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (smoke test, not a result)",
-            file=sys.stderr,
-        )
-    xs, source = _images(dataset, input_size(arch.split(':')[0]), a.data, n, seed=a.seed)
-    arch = a.name or arch
-    if a.variants:
-        from hebbnb.export import bench_variants
+        n = min(a.calib_images, 64) if a.quick else a.calib_images
+        calib = _images(ck['dataset'], input_size(ck['arch']), a.data, n, 'train', a.seed + 1)[0]
+        return model, calib, ck['arch'], ck['config']['r'], ck['dataset']
+    dataset = 'cifar10' if input_size(a.arch)[1] == 32 else 'imagenet'
+    calib, _ = _images(dataset, input_size(a.arch), a.data, 256 if dataset == 'cifar10' else 16, 'train', a.seed + 1)
+    print(f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (a stand-in, not a result)", file=sys.stderr)
+    model = usage_gated(a.arch, a.never, a.always, a.keep, x=calib, seed=a.seed)
+    return model, calib, f'{a.arch}:random', a.r, dataset
 
-        train = (
-            calib
-            if not a.ckpt
-            else _images(dataset, input_size(arch.split(':')[0]), a.data, a.calib_images, 'train', a.seed + 1)[0]
-        )
-        return bench_variants(model, train, xs, arch, r, a, repeats)
-    load, others = (
-        os.getloadavg()[0] if hasattr(os, 'getloadavg') else None,
-        other_load(),
-    )  # the load average includes our own start-up
+# %% ../nbs/10a_bench.ipynb #c077c
+def _write_csv(path: Path, columns: list[str], rows: list[dict]):  # a fresh CSV of `rows`
+    with open(path, 'w', newline='') as f: w = csv.DictWriter(f, columns); w.writeheader(); w.writerows(rows)
+
+def _speed_table(a, model, calib, xs, arch, r, repeats, out: Path, load) -> list[dict]:  # the default mode
+    "Export and time the four variants; write OUT/speedup.csv and .png, and merge into --table with its plot."
+    rows = export.bench_variants(model, calib, xs, arch, r, tuple(a.threads), min(a.batch, 8) if a.quick else a.batch,
+                                 repeats, block=a.block, tune=a.tune, other_load=load)
+    _write_csv(out / 'speedup.csv', export.SPEED_COLUMNS, sorted(rows, key=export.speed_order))
+    export.plot_speed_table(rows).savefig(out / 'speedup.png', dpi=120)
+    if a.table: export.plot_speed_table(export.merge_speed_rows(a.table, rows)).savefig(
+        Path(a.table).with_suffix('.png'), dpi=120)
+    return rows
+
+def _executor_report(a, model, xs, arch, r, repeats, out: Path) -> tuple[list[dict], dict]:  # `--detail`
+    "Time the executor alone (`bench`); write OUT/executor.csv, latency.csv and executor.png."
     rows, det = bench(model, xs, arch, r, tuple(a.threads), repeats, a.block, a.tune)
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    with open(out / 'speedup.csv', 'w', newline='') as f:
-        w = csv.DictWriter(f, BENCH_COLUMNS); w.writeheader(); w.writerows(rows)
+    _write_csv(out / 'executor.csv', BENCH_COLUMNS, rows)
     with open(out / 'latency.csv', 'w', newline='') as f:
         w = csv.writer(f); w.writerow(['threads', 'image', 'sparse_ms', 'dense_ms', 'exact_macs', 'executed_macs'])
         for t, p in det['per_image'].items():
             for i, (s, d, m) in enumerate(zip(p['sparse_ms'], p['dense_ms'], p['executed_macs'])):
                 w.writerow([t, i, s, d, det['ideal_macs'][i], m])
-    plot_speedup(rows, det).savefig(out / 'speedup.png', dpi=120)
-    info = dict(
-        settings=vars(a),
-        images=source,
-        n_images=len(xs),
-        exact=det['exact'],
-        loadavg_before=load,
-        other_cpus_busy_before=others,
-        cpu_count=os.cpu_count(),
-        loadavg_after=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None,
-        dense_layout={t: p['dense_layout'] for t, p in det['per_image'].items()},
-    )
+    plot_speedup(rows, det).savefig(out / 'executor.png', dpi=120)
+    return rows, det
+
+# %% ../nbs/10a_bench.ipynb #c077d
+def run_bench(argv: list[str] | None = None):  # command-line arguments; default sys.argv[1:]
+    "Run `hebbnb-bench` (console script `hebbnb.cli.bench_main`): check `argv`, time, write the CSVs and plots."
+    a = bench_parser().parse_args(argv)
+    _check_args(a)
+    n, repeats = (min(a.images, 8), 1) if a.quick else (a.images, a.repeats)
+    model, calib, arch, r, dataset = _model(a)
+    xs, source = _images(dataset, input_size(arch.split(':')[0]), a.data, n, seed=a.seed)
+    arch, out = a.name or arch, Path(a.out)
+    loadavg, others = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None, other_load()  # before timing
+    if a.detail: rows, det = _executor_report(a, model, xs, arch, r, repeats, out)
+    else: rows, det = _speed_table(a, model, calib, xs, arch, r, repeats, out, others), {}
+    info = dict(settings=vars(a), images=source, n_images=len(xs), calib_images=len(calib), exact=det.get('exact'),
+                loadavg_before=loadavg, other_cpus_busy_before=others, cpu_count=os.cpu_count(),
+                loadavg_after=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None)
     (out / 'bench.json').write_text(json.dumps(info, indent=1))
-    if a.table:
-        table = merge_rows(Path(a.table), rows)
-        plot_table(table).savefig(Path(a.table).with_suffix('.png'), dpi=120)
     if others is not None and others > 0.5:
-        print(
-            f"hebbnb-bench: other processes kept {others:.1f} of {os.cpu_count()} CPUs busy just before timing: results are contended",
-            file=sys.stderr,
-        )
-    for row in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        print(f"hebbnb-bench: other processes kept {others:.1f} of {os.cpu_count()} CPUs busy just before timing: "
+              "results are contended", file=sys.stderr)
+    for row in rows: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
+                                       if k not in ('torch', 'cpu')}))

@@ -29,11 +29,18 @@ ACTS = {'relu': nn.ReLU, 'relu6': nn.ReLU6, 'identity': nn.Identity, 'silu': nn.
 
 class Conv(nn.Module):
     "Conv (batch norm folded in) -> [+ residual] -> activation [-> times its head's mask]: one exported layer."
-    def __init__(self, ci: int, co: int,             # input channels, filters
-                 ks: list, stride: list, padding: list, dilation: list, groups: int,  # as in nn.Conv2d
+    def __init__(self,
+                 ci: int,                            # input channels
+                 co: int,                            # filters
+                 ks: list,                           # kernel size [kh, kw], as in nn.Conv2d
+                 stride: list,                       # as in nn.Conv2d
+                 padding: list,                      # as in nn.Conv2d
+                 dilation: list,                     # as in nn.Conv2d
+                 groups: int,                        # as in nn.Conv2d (co for a depthwise conv)
                  act: str = 'relu',                  # a key of ACTS
-                 gate: dict | None = None,           # {'pool': 'avg'|'max', 'softmax': bool, 'n_zero': int}: keep a mask predictor
-                 res_index: int | None = None,       # length of the residual's channel index, when it must be re-indexed
+                 gate: dict | None = None,           # keep a mask predictor: {'pool': 'avg'|'max', 'softmax': bool,
+                                                     # 'n_zero': int}
+                 res_index: int | None = None,       # length of the residual's channel index, if it is re-indexed
                 ):
         super().__init__()
         self.conv = nn.Conv2d(ci, co, ks, stride, padding, dilation, groups, bias=True)
@@ -119,14 +126,17 @@ class ExportedNet(nn.Module):
         return env[self.spec['output']]
 
 # %% ../nbs/11a_deploy.ipynb #c019
-def save_exported(net: ExportedNet, folder) -> Path:
+def save_exported(net: ExportedNet,  # the network to save
+                  folder,            # output folder (str or Path), created if missing
+                 ) -> Path:         # the folder
     "Write `model.json` (the spec) and `model.pt` (the state dict) into `folder`; return the folder."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     (folder / 'model.json').write_text(json.dumps(net.spec, indent=1))
     torch.save(net.state_dict(), folder / 'model.pt')
     return folder
 
-def load_exported(folder) -> ExportedNet:
+def load_exported(folder,  # a folder written by `save_exported` (str or Path)
+                 ) -> ExportedNet:  # eval mode
     "The exported network saved in `folder`, in eval mode (its state dict read with weights_only=True)."
     folder = Path(folder)
     net = ExportedNet(json.loads((folder / 'model.json').read_text()))

@@ -1,4 +1,4 @@
-"""Remove the filters a trained FTWT network never keeps, and hand over a smaller network that keeps heads only where filters stay input-dependent.
+"""Remove the filters a trained FTWT network never keeps; keep heads only where filters stay input-dependent.
 
 Docs: https://hebbnb.github.io/hebbnb/export.html.md"""
 
@@ -20,8 +20,9 @@ from . import deploy
 from .deploy import ExportedNet, FORMAT, save_exported
 
 # %% auto #0
-__all__ = ['SPEED_COLUMNS', 'filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export', 'export_sizes',
-           'write_onnx', 'export_parser', 'export_checkpoint', 'run_export', 'time_variants', 'merge_variant_rows',
+__all__ = ['SPEED_COLUMNS', 'VARIANTS', 'filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export',
+           'export_sizes', 'write_onnx', 'export_parser', 'export_checkpoint', 'run_export', 'variant_macs',
+           'speed_row', 'time_variants', 'speed_order', 'check_table', 'merge_speed_rows', 'plot_speed_table',
            'bench_variants']
 
 # %% ../nbs/11_export.ipynb #c006
@@ -39,7 +40,8 @@ def filter_usage(model: nn.Module,   # gated model (set to eval mode and predict
         n += len(xb)
     return counts, n
 
-def filter_roles(counts: list[Tensor], n: int,  # from `filter_usage`
+def filter_roles(counts: list[Tensor],          # per gated layer (C,) images keeping each filter (`filter_usage`)
+                 n: int,                         # images counted (`filter_usage`)
                  min_share: float = 0.0,         # s: remove filters kept for at most this share of images
                 ) -> list[dict]:                 # per layer {'alive': (C,) bool, 'static': (C,) bool}
     "Alive filters (kept for more than a share s of the images) and static ones (kept for all but at most s)."
@@ -49,7 +51,8 @@ def filter_roles(counts: list[Tensor], n: int,  # from `filter_usage`
 
 # %% ../nbs/11_export.ipynb #c010
 class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m, name): return isinstance(m, (GatedConv, ZeroPadShortcut)) or super().is_leaf_module(m, name)
+    def is_leaf_module(self, m, name):
+        return isinstance(m, (GatedConv, ZeroPadShortcut)) or super().is_leaf_module(m, name)
 
 _ACT_NAMES = {nn.ReLU: 'relu', nn.ReLU6: 'relu6', nn.Identity: 'identity', nn.SiLU: 'silu', nn.Hardswish: 'hardswish'}
 _CHANNELWISE = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ReLU, nn.ReLU6, nn.Flatten)
@@ -171,7 +174,8 @@ def prune_gated(model: nn.Module,       # gated model, eval mode
     graph, mods = _Tracer().trace(model), dict(model.named_modules())
     role = {id(g): r for g, r in zip(gated_layers(model), roles)}
     dw_sets, P, C, name, nodes, tensors, layers, out = _dw_sets(graph, mods, role), {}, {}, {}, [], {}, [], None
-    def emit(node, op, inputs, **kw): nodes.append(dict(name=node.name, op=op, inputs=[name[i] for i in inputs], **kw)); name[node] = node.name
+    def emit(node, op, inputs, **kw):
+        nodes.append(dict(name=node.name, op=op, inputs=[name[i] for i in inputs], **kw)); name[node] = node.name
     for node in graph.nodes:
         kind, a = _kind(node, mods), node.args[0] if node.args else None
         if kind == 'input': P[node], C[node] = torch.arange(in_channels), in_channels; emit(node, 'input', [])
@@ -225,22 +229,16 @@ def export_pruned(model: nn.Module,       # trained gated model
 
 # %% ../nbs/11_export.ipynb #c025
 @torch.no_grad()
-def compare_export(model: nn.Module, net: ExportedNet, roles: list[dict],
+def compare_export(model: nn.Module,        # the gated model
+                   net: ExportedNet,         # its export
+                   roles: list[dict],        # per gated layer, from `filter_roles`
                    batches,                   # (x, y) pairs, e.g. test images
                    max_batches: int | None = None,  # stop after this many batches
                   ) -> dict:
     "Top-1 (%) of the gated model and of its export, their agreement, and the gated model's mean exact MACs."
     layers = gated_layers(set_mask_source(model, 'predicted').eval())
-    s = dict(
-        images=0,
-        correct_gated=0,
-        correct_export=0,
-        same_class=0,
-        max_abs_diff=0.0,
-        removed_kept=0,
-        static_dropped=0,
-        macs=0.0,
-    )
+    s = dict.fromkeys(('images', 'correct_gated', 'correct_export', 'same_class', 'removed_kept', 'static_dropped'), 0)
+    s.update(max_abs_diff=0.0, macs=0.0)
     for i, (x, y) in enumerate(batches):
         if max_batches is not None and i >= max_batches: break
         ref, out = model(x), net(x)
@@ -251,14 +249,17 @@ def compare_export(model: nn.Module, net: ExportedNet, roles: list[dict],
         s['max_abs_diff'] = max(s['max_abs_diff'], (ref - out).abs().max().item())
         for g, r in zip(layers, roles):
             on = g.mask > 0
-            s['removed_kept'] += (on & ~r['alive']).sum().item()
-            s['static_dropped'] += (~on & r['static']).sum().item()
+            s['removed_kept'] += (on & ~r['alive']).sum().item()    # removed, yet kept by the gated model
+            s['static_dropped'] += (~on & r['static']).sum().item()  # static, yet dropped by the gated model
     n = max(s['images'], 1)
     return dict(images=s['images'], top1_gated=100 * s['correct_gated'] / n, top1_export=100 * s['correct_export'] / n,
                 same_class=s['same_class'] / n, max_abs_logit_diff=s['max_abs_diff'], removed_kept=s['removed_kept'],
                 static_dropped=s['static_dropped'], gated_macs=s['macs'] / n)
 
-def export_sizes(model: nn.Module, net: ExportedNet, size: tuple) -> dict:
+def export_sizes(model: nn.Module,  # the gated model
+                 net: ExportedNet,   # its export
+                 size: tuple,        # one input (C, H, W)
+                ) -> dict:          # params_* and *macs_* counts
     "Parameters and dense conv + linear MACs for one `size` (C, H, W) input: gated model (heads apart) and export."
     heads = [g.predictor for g in gated_layers(model)]
     units = [u for u in net.units.values() if isinstance(u, deploy.Conv) and u.gate is not None]
@@ -274,7 +275,10 @@ def export_sizes(model: nn.Module, net: ExportedNet, size: tuple) -> dict:
     )
 
 # %% ../nbs/11_export.ipynb #c028
-def write_onnx(net: ExportedNet, x: Tensor, path) -> dict:
+def write_onnx(net: ExportedNet,  # the export
+               x: Tensor,        # example input (B, C, H, W): traces the graph and checks the result
+               path,             # file to write (str or Path)
+              ) -> dict:        # written, checked, max_abs_diff or a note
     "Write `net` as ONNX to `path` (if onnx is installed); check it with onnxruntime (if installed)."
     try: import onnx  # noqa: F401
     except ImportError: return dict(written=False, note='onnx is not installed: pip install hebbnb[onnx]')
@@ -292,9 +296,11 @@ def write_onnx(net: ExportedNet, x: Tensor, path) -> dict:
 
 # %% ../nbs/11_export.ipynb #c031
 def export_parser() -> argparse.ArgumentParser:
+    "The command line of `hebbnb-export`."
     p = argparse.ArgumentParser(
         prog='hebbnb-export',
-        description='Remove the filters an FTWT checkpoint never keeps and write a smaller network (PyTorch spec + state dict, ONNX).',
+        description='Remove the filters an FTWT checkpoint never keeps and write a smaller network '
+        '(PyTorch spec + state dict, ONNX).',
     )
     p.add_argument('--ckpt', required=True, help='FTWT checkpoint written by hebbnb-train')
     p.add_argument('--out', required=True, help='output folder')
@@ -331,21 +337,36 @@ def _calibration(cfg,             # the checkpoint's TrainConfig: dataset, data,
 
 def _input_spec(ck: dict) -> dict:  # what the exported model expects: its input size and per-channel normalisation
     from hebbnb.data import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+    if ck['dataset'] == 'imagenet': mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:  # synthetic: not normalised
+        mean, std = CIFAR_MEAN.get(ck['dataset'], (0.0, 0.0, 0.0)), CIFAR_STD.get(ck['dataset'], (1.0, 1.0, 1.0))
+    return dict(shape=['B', *input_size(ck['arch'])], dtype='float32',
+                pixels='RGB scaled to [0, 1], then (x - mean) / std per channel', mean=mean, std=std)
 
-    mean, std = (
-        (IMAGENET_MEAN, IMAGENET_STD)
-        if ck['dataset'] == 'imagenet'
-        else (CIFAR_MEAN.get(ck['dataset'], (0.0, 0.0, 0.0)), CIFAR_STD.get(ck['dataset'], (1.0, 1.0, 1.0)))
-    )  # synthetic: not normalised
+# %% ../nbs/11_export.ipynb #c032b
+def _export_report(a, ck: dict, calib: list, sizes: dict, cmp: dict, onnx: dict, layers: list, command) -> dict:
+    "The content of export.json: what was exported, from what, its sizes, MACs, test comparison and files."
+    dense, gated, export = sizes['macs_dense'], cmp.pop('gated_macs'), sizes['macs_export']
     return dict(
-        shape=['B', *input_size(ck['arch'])],
-        dtype='float32',
-        pixels='RGB scaled to [0, 1], then (x - mean) / std per channel',
-        mean=mean,
-        std=std,
+        ckpt=str(a.ckpt), arch=ck['arch'], dataset=ck['dataset'], r=ck['config']['r'], min_share=a.min_share,
+        calib_images=sum(len(x) for x in calib), input=_input_spec(ck),
+        files=dict(spec='model.json', weights='model.pt', runtime='hebbnb_deploy.py',
+                   onnx='model.onnx' if onnx['written'] else None),
+        params=dict(dense=sizes['params_dense'], gated=sizes['params_gated'], export=sizes['params_export'],
+                    export_heads=sizes['params_export_heads']),
+        macs=dict(dense=dense, gated=gated, export=export, head_gated=sizes['head_macs_gated'],
+                  head_export=sizes['head_macs_export']),
+        saving_kept=(dense - export) / (dense - gated) if dense > gated else None,  # share of the gated saving kept
+        test=cmp, exact=cmp['removed_kept'] == 0 and cmp['static_dropped'] == 0, onnx=onnx, layers=layers,
+        command=command,
     )
 
+def _check_export_args(a: argparse.Namespace):  # parsed `export_parser` arguments; ValueError on a count below 1
+    for k in ('calib_images', 'test_subset', 'max_batches', 'batch_size', 'threads'):
+        if getattr(a, k) is not None and getattr(a, k) < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
 
+# %% ../nbs/11_export.ipynb #c032c
 def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` arguments
                       command: str | None = None,  # the command line, recorded in export.json
                      ) -> dict:
@@ -353,65 +374,23 @@ def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` argum
     from hebbnb.train import model_from_checkpoint, setup_runtime
     from hebbnb.data import make_data, plain_batches
     from hebbnb.cli import reading_config
-    for k in ('calib_images', 'test_subset', 'max_batches', 'batch_size', 'threads'):
-        if getattr(a, k) is not None and getattr(a, k) < 1:
-            raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
+    _check_export_args(a)
     model, ck = model_from_checkpoint(a.ckpt)
     if not ck['gated']:
         raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-export needs an FTWT (gated) checkpoint")
-    cfg = replace(
-        reading_config(ck, a.data, a.download, a.batch_size, 'cpu'), threads=a.threads, test_subset=a.test_subset
-    )
+    cfg = replace(reading_config(ck, a.data, a.download, a.batch_size, 'cpu'), threads=a.threads,
+                  test_subset=a.test_subset)
     rt = setup_runtime(cfg)
     calib = _calibration(cfg, rt, a.calib_images)
     net, layers, roles = export_pruned(model, calib, a.min_share)
     test = make_data(cfg, rt)[1] if a.test_subset else plain_batches(cfg, rt, 'test')
-    cmp, sizes = (
-        compare_export(model, net, roles, test, a.max_batches),
-        export_sizes(model, net, input_size(ck['arch'])),
-    )
+    cmp = compare_export(model, net, roles, test, a.max_batches)
+    sizes = export_sizes(model, net, input_size(ck['arch']))
     out = save_exported(net, a.out)
     shutil.copyfile(deploy.__file__, out / 'hebbnb_deploy.py')
-    onnx = (
-        write_onnx(net, next(iter(test))[0][:4].contiguous(), out / 'model.onnx')
-        if a.onnx
-        else dict(written=False, note='--no-onnx')
-    )
-    dense, gated, export = sizes['macs_dense'], cmp.pop('gated_macs'), sizes['macs_export']
-    report = dict(
-        ckpt=str(a.ckpt),
-        arch=ck['arch'],
-        dataset=ck['dataset'],
-        r=ck['config']['r'],
-        min_share=a.min_share,
-        calib_images=sum(len(x) for x in calib),
-        input=_input_spec(ck),
-        files=dict(
-            spec='model.json',
-            weights='model.pt',
-            runtime='hebbnb_deploy.py',
-            onnx='model.onnx' if onnx['written'] else None,
-        ),
-        params=dict(
-            dense=sizes['params_dense'],
-            gated=sizes['params_gated'],
-            export=sizes['params_export'],
-            export_heads=sizes['params_export_heads'],
-        ),
-        macs=dict(
-            dense=dense,
-            gated=gated,
-            export=export,
-            head_gated=sizes['head_macs_gated'],
-            head_export=sizes['head_macs_export'],
-        ),
-        saving_kept=(dense - export) / (dense - gated) if dense > gated else None,
-        test=cmp,
-        exact=cmp['removed_kept'] == 0 and cmp['static_dropped'] == 0,
-        onnx=onnx,
-        layers=layers,
-        command=command,
-    )
+    onnx = (write_onnx(net, next(iter(test))[0][:4].contiguous(), out / 'model.onnx') if a.onnx
+            else dict(written=False, note='--no-onnx'))
+    report = _export_report(a, ck, calib, sizes, cmp, onnx, layers, command)
     (out / 'export.json').write_text(json.dumps(report, indent=1))
     return report
 
@@ -422,40 +401,19 @@ def run_export(argv: list[str] | None = None):  # command-line arguments; defaul
     print(json.dumps({k: r[k] for k in ('arch', 'params', 'macs', 'saving_kept', 'test', 'exact')}))
 
 # %% ../nbs/11_export.ipynb #c034
-SPEED_COLUMNS = [
-    'arch',
-    'r',
-    'variant',
-    'batch',
-    'threads',
-    'ms',
-    'ms_p90',
-    'images_per_s',
-    'macs',
-    'macs_ratio',
-    'speedup',
-    'R',
-    'torch',
-    'cpu',
-]
+SPEED_COLUMNS = ['arch', 'r', 'variant', 'batch', 'threads', 'ms', 'ms_p90', 'images_per_s', 'macs', 'macs_ratio',
+                 'speedup', 'R', 'dynamic_filters', 'removed_filters', 'images', 'other_load', 'torch', 'cpu']
+VARIANTS = ('dense', 'gated', 'executor', 'export')  # the forms of one model that `time_variants` times, in order
 
 def _dense_twin(model: nn.Module, n_in: int) -> ExportedNet:
     "The gated model with every filter kept and no heads, in the export's form."
-    return prune_gated(
-        model,
-        [
-            dict(
-                alive=torch.ones(g.conv.out_channels, dtype=torch.bool),
-                static=torch.ones(g.conv.out_channels, dtype=torch.bool),
-            )
-            for g in gated_layers(model)
-        ],
-        n_in,
-    )[0]
+    every = lambda g: torch.ones(g.conv.out_channels, dtype=torch.bool)
+    return prune_gated(model, [dict(alive=every(g), static=every(g)) for g in gated_layers(model)], n_in)[0]
 
 @torch.no_grad()
 def _throughput(f, xs: Tensor, batch: int, reps: int) -> float:  # ms per image at batch `batch`
     from hebbnb.bench import tmin
+    if batch < 1: raise ValueError(f"batch must be at least 1, got {batch}")
     xb = xs.repeat((batch + len(xs) - 1) // len(xs), 1, 1, 1)[:batch].contiguous()
     return tmin(lambda: f(xb), reps) / batch
 
@@ -466,85 +424,137 @@ def _outside_inference_mode(model: nn.Module):
     return f
 
 # %% ../nbs/11_export.ipynb #c035
+def variant_macs(model: nn.Module,  # gated model
+                 dense: ExportedNet,  # its dense twin (`_dense_twin`)
+                 net: ExportedNet,  # its export
+                 xs: Tensor,        # the timed images (N, C, H, W)
+                ) -> dict:          # {variant: MACs per image}
+    "Conv + linear MACs per image of each variant: dense counts, or the gated model's mean exact count on `xs`."
+    set_mask_source(model, 'predicted').eval()
+    with torch.no_grad(): ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)]).mean().item()
+    size = tuple(xs.shape[1:])
+    return dict(dense=dense_macs(dense, size), gated=ideal, executor=ideal, export=dense_macs(net, size))
+
+def speed_row(arch: str,            # model name in the table
+              r: float,             # its heatmap-mass threshold (as trained, or the stand-in's label)
+              variant: str,         # one of VARIANTS
+              batch: int,           # batch size timed
+              threads: int,         # CPU threads timed
+              ms: Tensor,          # (N,) ms per image (batch 1) or (1,) ms per image at `batch`
+              dense_ms: float,     # mean ms per image of the dense variant, same batch and threads
+              macs: dict,          # `variant_macs`
+              **extra,             # further SPEED_COLUMNS (dynamic_filters, removed_filters, images, other_load)
+             ) -> dict:            # one row, keys in SPEED_COLUMNS order
+    "One row of the speed table: time, MACs ratio, measured speed-up and R = speed-up / MACs ratio."
+    from hebbnb.bench import cpu_name
+    mean, ratio = ms.mean().item(), macs['dense'] / macs[variant]
+    speedup = dense_ms / mean  # R = (dense time / variant time) / (dense MACs / variant MACs)
+    row = dict(arch=arch, r=r, variant=variant, batch=batch, threads=threads, ms=mean, ms_p90=ms.quantile(0.9).item(),
+               images_per_s=1e3 / mean, macs=macs[variant], macs_ratio=ratio, speedup=speedup, R=speedup / ratio)
+    row.update({k: extra.get(k) for k in SPEED_COLUMNS[12:16]}, torch=torch.__version__, cpu=cpu_name())
+    return row
+
+# %% ../nbs/11_export.ipynb #c035b
 def time_variants(model: nn.Module,        # trained gated model
                   net: ExportedNet,        # its export
                   xs: Tensor,              # images (N, C, H, W) to time on
-                  arch: str, r: float,     # reported in the rows
+                  arch: str,               # reported in the rows
+                  r: float,                # reported in the rows
                   threads=(1, 2),          # CPU thread counts
                   batch: int = 128,        # batch size of the throughput rows
                   repeats: int = 3,        # batch 1: passes (each image's fastest kept); batch `batch`: timed calls
+                  block: int = 1,          # executor: channel block (`to_sparse`)
+                  tune: bool = True,       # executor: tune layouts and dense fallbacks at load
+                  **extra,                 # further columns for every row (see `speed_row`)
                  ) -> list[dict]:          # rows with SPEED_COLUMNS
     "Batch-1 latency and batch-`batch` throughput of the dense, gated, executor and exported forms of one model."
     from hebbnb.sparse import to_sparse
-    from hebbnb.bench import latency, cpu_name
-    set_mask_source(model, 'predicted').eval()
-    with torch.no_grad(): ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)]).mean().item()
+    from hebbnb.bench import latency
     dense = _dense_twin(model, xs.shape[1])
-    size = tuple(xs.shape[1:])
-    macs = dict(dense=dense_macs(dense, size), gated=ideal, executor=ideal, export=dense_macs(net, size))
-    rows, t0 = [], torch.get_num_threads()
+    macs, rows, t0 = variant_macs(model, dense, net, xs), [], torch.get_num_threads()
     try:
         for t in threads:
             torch.set_num_threads(t)
-            fs = dict(
-                dense=dense, gated=_outside_inference_mode(model), executor=to_sparse(model, warm=xs[:4]), export=net
-            )
+            fs = dict(dense=dense, gated=_outside_inference_mode(model),
+                      executor=to_sparse(model, block, tune=tune, warm=xs[:4]), export=net)
             for B in (1, batch):
-                ms = {
-                    k: latency(f, xs, repeats) if B == 1 else torch.tensor([_throughput(f, xs, B, repeats)])
-                    for k, f in fs.items()
-                }
-                for k, v in ms.items():
-                    speedup, ratio = ms['dense'].mean().item() / v.mean().item(), macs['dense'] / macs[k]
-                    rows.append(
-                        dict(
-                            arch=arch,
-                            r=r,
-                            variant=k,
-                            batch=B,
-                            threads=t,
-                            ms=v.mean().item(),
-                            ms_p90=v.quantile(0.9).item(),
-                            images_per_s=1e3 / v.mean().item(),
-                            macs=macs[k],
-                            macs_ratio=ratio,
-                            speedup=speedup,
-                            R=speedup / ratio,
-                            torch=torch.__version__,
-                            cpu=cpu_name(),
-                        )
-                    )
+                time1 = lambda f: latency(f, xs, repeats) if B == 1 else torch.tensor([_throughput(f, xs, B, repeats)])
+                ms = {k: time1(fs[k]) for k in VARIANTS}
+                rows += [speed_row(arch, r, k, B, t, ms[k], ms['dense'].mean().item(), macs, images=len(xs), **extra)
+                         for k in VARIANTS]
     finally: torch.set_num_threads(t0)
     return rows
 
 # %% ../nbs/11_export.ipynb #c038
-def merge_variant_rows(path: Path, rows: list[dict]) -> list[dict]:
-    "Merge `rows` into the SPEED_COLUMNS CSV at `path` (created if missing); return the table."
-    import csv
-    key = lambda d: (d['arch'], float(d['r']), d['variant'], int(d['batch']), int(d['threads']))
-    old = list(csv.DictReader(open(path))) if path.exists() else []
-    if old and list(old[0]) != SPEED_COLUMNS:
-        raise ValueError(f"{path} has other columns than hebbnb-bench --variants writes")
-    new = {key(d) for d in rows}
-    table = sorted([d for d in old if key(d) not in new] + [{k: str(v) for k, v in d.items()} for d in rows], key=key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, SPEED_COLUMNS); w.writeheader(); w.writerows(table)
-    return table
+def _speed_key(d: dict) -> tuple: return d['arch'], float(d['r']), d['variant'], int(d['batch']), int(d['threads'])
 
-def bench_variants(model: nn.Module, train: Tensor, xs: Tensor, arch: str, r: float,
-                   a: argparse.Namespace,  # hebbnb-bench arguments (threads, batch, out, table)
-                   repeats: int) -> list[dict]:
-    "Export `model` from usage on `train` images, time the four variants on `xs`, write OUT/variants.csv (and --table)."
-    net, _, _ = export_pruned(model, train.split(256))
-    rows = time_variants(model, net, xs, arch, r, tuple(a.threads), a.batch, repeats)
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    merge_variant_rows(out / 'variants.csv', rows)
-    if a.table: merge_variant_rows(Path(a.table), rows)
-    for d in rows:
-        print(
-            json.dumps(
-                {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items() if k not in ('torch', 'cpu')}
-            )
-        )
-    return rows
+def speed_order(d: dict,  # a row of the speed table
+               ) -> tuple:  # sort key: model, r, batch, threads, then the variants in VARIANTS order
+    "The order of rows in the speed table: per model and r, batch 1 before larger batches, fewer threads first."
+    v = VARIANTS.index(d['variant']) if d['variant'] in VARIANTS else len(VARIANTS)
+    return d['arch'], float(d['r']), int(d['batch']), int(d['threads']), v, d['variant']
+
+def check_table(path: str | Path,  # the CSV to merge rows into; it need not exist yet
+               ) -> Path:         # the path, its folder created
+    "Check before timing that `path` can take SPEED_COLUMNS rows: not a folder, its folder creatable, same columns."
+    import csv
+    p = Path(path)
+    if p.is_dir(): raise ValueError(f"--table {p} is a folder; give the path of a CSV file")
+    try: p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"--table {p}: cannot create its folder ({e.strerror or e})") from None
+    if p.exists():
+        with open(p, newline='') as f: header = next(csv.reader(f), [])
+        if header and header != SPEED_COLUMNS:
+            raise ValueError(f"{p} has other columns than hebbnb-bench writes (an old table?); move it away first")
+    return p
+
+def merge_speed_rows(path: str | Path,  # CSV with SPEED_COLUMNS (created if missing)
+                     rows: list[dict],  # new rows (`time_variants`)
+                    ) -> list[dict]:    # the whole table as written, typed by `hebbnb.results.read_rows`
+    "Merge `rows` into the speed table at `path`, replacing rows of the same arch, r, variant, batch and threads."
+    import csv
+    from hebbnb.results import read_rows
+    p, new = check_table(path), {_speed_key(d) for d in rows}
+    old = [d for d in (list(csv.DictReader(open(p, newline=''))) if p.exists() else []) if _speed_key(d) not in new]
+    with open(p, 'w', newline='') as f:
+        w = csv.DictWriter(f, SPEED_COLUMNS); w.writeheader(); w.writerows(sorted(old + rows, key=speed_order))
+    return read_rows(p)
+
+# %% ../nbs/11_export.ipynb #c041
+def plot_speed_table(rows: list[dict],  # typed rows with SPEED_COLUMNS (`merge_speed_rows`, `read_rows`)
+                    ):                   # matplotlib Figure
+    "R = measured speed-up / MACs ratio per model and variant, one panel per (batch, threads)."
+    from matplotlib.figure import Figure
+    panels = sorted({(int(d['batch']), int(d['threads'])) for d in rows})
+    models = list(dict.fromkeys(f"{d['arch']}\nr={float(d['r']):g}" for d in rows))
+    fig = Figure(figsize=(max(6, 1.2 * len(models) * len(panels) + 1), 3.8), layout='constrained')
+    axs = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (B, t) in zip(axs, panels):
+        R = {(f"{d['arch']}\nr={float(d['r']):g}", d['variant']): d['R']
+             for d in rows if (int(d['batch']), int(d['threads'])) == (B, t)}
+        for i, (v, c) in enumerate(zip(VARIANTS[1:], ('tab:orange', 'tab:blue', 'tab:green'))):
+            ax.bar([j + (i - 1) * 0.27 for j in range(len(models))], [R.get((m, v), 0) for m in models], 0.27, color=c,
+                   label=v)
+        ax.axhline(1, color='k', lw=0.8, ls='--')
+        ax.set_xticks(range(len(models)), models, fontsize=7)
+        ax.set_title(f"batch {B}, {t} thread{'s' * (t > 1)}", fontsize=9)
+    axs[0].set_ylabel('R = speed-up / MACs ratio'); axs[0].legend(fontsize=8)
+    return fig
+
+# %% ../nbs/11_export.ipynb #c043
+def bench_variants(model: nn.Module,   # trained gated model
+                   train: Tensor,      # calibration images (N, C, H, W): decide which filters the export keeps
+                   xs: Tensor,         # images to time on (N, C, H, W)
+                   arch: str,          # reported in the rows
+                   r: float,           # reported in the rows
+                   threads=(1, 2),     # CPU thread counts
+                   batch: int = 128,   # batch size of the throughput rows
+                   repeats: int = 3,   # see `time_variants`
+                   **kw,               # block, tune (executor) and further columns (other_load): see `time_variants`
+                  ) -> list[dict]:     # rows with SPEED_COLUMNS
+    "Export `model` from its filter usage on `train`, then time the four variants on `xs` (`time_variants`)."
+    net, _, roles = export_pruned(model, train.split(256))
+    share = lambda f: 100 * torch.cat([f(q) for q in roles]).double().mean().item()  # % of all gated filters
+    usage = dict(dynamic_filters=share(lambda q: q['alive'] & ~q['static']),
+                 removed_filters=share(lambda q: ~q['alive']))
+    return time_variants(model, net, xs, arch, r, tuple(threads), batch, repeats, **usage, **kw)

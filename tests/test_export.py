@@ -22,7 +22,7 @@ def one_thread():
 
 
 def forced(arch, x, on=0.6, seed=0, **gate_kw):
-    "A random gated `arch` whose heads never keep ~20% of each layer's filters, always keep 1 - `on`, and decide the rest per input."
+    "A random gated `arch` whose heads never keep ~20% of each layer's filters, always keep 1 - `on`, decide the rest."
     model = random_gated(arch, keep=0.5, x=x, **gate_kw)
     g0 = torch.Generator().manual_seed(seed)
     for g in gated_layers(model):
@@ -46,7 +46,8 @@ def check_exact(model, x, xt):
 @pytest.mark.parametrize('arch', ['resnet20', 'resnet56', 'vgg16_bn', 'mobilenetv1', 'mobilenetv2', 'resnet18'])
 @pytest.mark.parametrize('on', [0.6, 0.2])
 def test_export_equals_gated_model(arch, on):
-    "Zero-pad and 1x1-conv shortcuts, depthwise convs; heads kept where filters are input-dependent (on=0.6), none when all are static (on=0.2)."
+    """Zero-pad and 1x1-conv shortcuts, depthwise convs; heads kept where filters are input-dependent (on=0.6), none
+    when all are static (on=0.2)."""
     hw = 64 if arch == 'resnet18' else 32
     torch.manual_seed(1)
     x, xt = torch.randn(16, 3, hw, hw), torch.randn(8, 3, hw, hw)
@@ -58,7 +59,7 @@ def test_export_equals_gated_model(arch, on):
 
 @pytest.mark.parametrize('gate_kw', [dict(label_at='post'), dict(softmax=False), dict(pool='max')])
 def test_export_equals_gated_model_variants(gate_kw):
-    "Labels after the residual addition (the residual enters the exported conv), heads without softmax, max-pooling heads."
+    "Labels after the residual addition (the residual enters the exported conv), heads without softmax, max-pool heads."
     torch.manual_seed(2)
     x, xt = torch.randn(16, 3, 32, 32), torch.randn(8, 3, 32, 32)
     check_exact(forced('resnet20', torch.cat([x, xt]), **gate_kw), x, xt)
@@ -188,35 +189,18 @@ def test_committed_checkpoints_export(name, tmp_path, capsys):
         assert r['exact'] and t['max_abs_logit_diff'] < 1e-4 and t['top1_export'] == t['top1_gated']
 
 
-def test_bench_variants_smoke(tmp_path):
-    "hebbnb-bench --variants writes one row per variant, batch and thread count (timings on a tiny setting mean nothing)."
+def test_bench_variants_flag_is_a_deprecated_alias_of_the_default(tmp_path, capsys):
+    "hebbnb-bench --variants still runs (the speed table is the default now) and says it is deprecated."
     import csv
     from hebbnb.cli import bench_main
     from hebbnb.export import SPEED_COLUMNS
 
+    args = ['--variants', '--arch', 'resnet20', '--quick', '--images', '2', '--threads', '1', '--batch', '4']
     with pytest.raises(SystemExit) as e:
-        bench_main(
-            [
-                '--variants',
-                '--arch',
-                'resnet20',
-                '--quick',
-                '--images',
-                '2',
-                '--batch',
-                '4',
-                '--out',
-                str(tmp_path),
-                '--table',
-                str(tmp_path / 't.csv'),
-            ]
-        )
-    assert e.value.code == 0
-    rows = list(csv.DictReader(open(tmp_path / 'variants.csv')))
+        bench_main(args + ['--out', str(tmp_path), '--table', str(tmp_path / 't.csv')])
+    assert e.value.code == 0 and '--variants is deprecated' in capsys.readouterr().err
+    rows = list(csv.DictReader(open(tmp_path / 'speedup.csv')))
     assert list(rows[0]) == SPEED_COLUMNS and len(rows) == 8
-    assert {(r['variant'], r['batch']) for r in rows} == {
-        (v, b) for v in ('dense', 'gated', 'executor', 'export') for b in ('1', '4')
-    }
     for r in rows:
         assert float(r['R']) == pytest.approx(float(r['speedup']) / float(r['macs_ratio']), rel=1e-6)
-    assert (tmp_path / 't.csv').read_text() == (tmp_path / 'variants.csv').read_text()
+    assert (tmp_path / 't.csv').read_text() == (tmp_path / 'speedup.csv').read_text()
