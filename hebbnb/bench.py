@@ -397,7 +397,8 @@ _HELP = dict(
 def bench_parser() -> argparse.ArgumentParser:
     "The command line of `hebbnb-bench`."
     p = argparse.ArgumentParser(prog='hebbnb-bench', description='CPU speed of dense, gated, executor and exported '
-                                'forms of a gated model at batch 1 and --batch, with R = speed-up / MACs ratio.')
+                                'forms of a gated model at batch 1 and --batch, with R = speed-up / MACs ratio.',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     h = _HELP
     for k in ('ckpt', 'data', 'name', 'table'): p.add_argument(f'--{k}', help=h[k])
     p.add_argument('--arch', default='resnet20', help=h['arch'])
@@ -415,12 +416,15 @@ def bench_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/10a_bench.ipynb #c077
-def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: int = 0) -> tuple[Tensor, str]:
+def _images(dataset: str, size: tuple, data, n: int, split: str = 'test', seed: int = 0, skip: int = 0
+           ) -> tuple[Tensor, str]:  # (images (n, C, H, W), their source)
     "Up to `n` images of `dataset` (normalised, through `hebbnb.data`), or standard-normal images when none is found."
     try:
         if dataset in ('cifar10', 'cifar100'): return cifar_images(n, split, data, dataset=dataset), dataset
-        if dataset == 'imagenet' and split == 'test':  # the evaluation transform of `imagenet_loaders`, first n images
-            return next(iter(imagenet_loaders(data, batch_size=n, workers=0)[1]))[0], 'imagenet-sample'
+        if dataset == 'imagenet':  # evaluation transform of `imagenet_loaders`; no training split: for 'train', the
+            first = 0 if split == 'test' else skip  # images after the first `skip` (the timed ones)
+            xb = next(iter(imagenet_loaders(data, batch_size=first + n, workers=0)[1]))[0]
+            if len(xb) > first: return xb[first:], 'imagenet-sample'
     except FileNotFoundError: pass
     return torch.randn(n, *size, generator=torch.Generator().manual_seed(seed)), 'random'
 
@@ -463,7 +467,9 @@ def _model(a: argparse.Namespace) -> tuple:  # (gated model, calibration images,
         calib = _images(ck['dataset'], input_size(ck['arch']), a.data, n, 'train', a.seed + 1)[0]
         return model, calib, ck['arch'], ck['config']['r'], ck['dataset']
     dataset = 'cifar10' if input_size(a.arch)[1] == 32 else 'imagenet'
-    calib, _ = _images(dataset, input_size(a.arch), a.data, 256 if dataset == 'cifar10' else 16, 'train', a.seed + 1)
+    n_timed = min(a.images, 8) if a.quick else a.images
+    calib, _ = _images(dataset, input_size(a.arch), a.data, 256 if dataset == 'cifar10' else 64, 'train', a.seed + 1,
+                       skip=n_timed)  # ImageNet: sample images held out from timing
     print(f"hebbnb-bench: no --ckpt: timing a RANDOM-WEIGHT gated {a.arch} (a stand-in, not a result)", file=sys.stderr)
     model = usage_gated(a.arch, a.never, a.always, a.keep, x=calib, seed=a.seed)
     return model, calib, f'{a.arch}:random', a.r, dataset

@@ -523,22 +523,25 @@ def merge_speed_rows(path: str | Path,  # CSV with SPEED_COLUMNS (created if mis
 # %% ../nbs/11_export.ipynb #c041
 def plot_speed_table(rows: list[dict],  # typed rows with SPEED_COLUMNS (`merge_speed_rows`, `read_rows`)
                     ):                   # matplotlib Figure
-    "R = measured speed-up / MACs ratio per model and variant, one panel per (batch, threads)."
+    "R = measured speed-up / MACs ratio per model and variant; panels: batch sizes down, thread counts across."
     from matplotlib.figure import Figure
-    panels = sorted({(int(d['batch']), int(d['threads'])) for d in rows})
-    models = list(dict.fromkeys(f"{d['arch']}\nr={float(d['r']):g}" for d in rows))
-    fig = Figure(figsize=(max(6, 1.2 * len(models) * len(panels) + 1), 3.8), layout='constrained')
-    axs = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    for ax, (B, t) in zip(axs, panels):
-        R = {(f"{d['arch']}\nr={float(d['r']):g}", d['variant']): d['R']
-             for d in rows if (int(d['batch']), int(d['threads'])) == (B, t)}
-        for i, (v, c) in enumerate(zip(VARIANTS[1:], ('tab:orange', 'tab:blue', 'tab:green'))):
-            ax.bar([j + (i - 1) * 0.27 for j in range(len(models))], [R.get((m, v), 0) for m in models], 0.27, color=c,
-                   label=v)
-        ax.axhline(1, color='k', lw=0.8, ls='--')
-        ax.set_xticks(range(len(models)), models, fontsize=7)
+    name = lambda d: f"{d['arch'].replace(':', chr(10))}\nr={float(d['r']):g}"  # 'resnet56:random' on two lines
+    batches, threads = sorted({int(d['batch']) for d in rows}), sorted({int(d['threads']) for d in rows})
+    models = list(dict.fromkeys(name(d) for d in rows))
+    w = max(4.0, 0.9 * len(models) + 1)
+    fig = Figure(figsize=(w * len(threads), 2.8 * len(batches)), layout='constrained')
+    axs = fig.subplots(len(batches), len(threads), sharey=True, squeeze=False)
+    for (i, B), (j, t) in ((a, b) for a in enumerate(batches) for b in enumerate(threads)):
+        ax = axs[i, j]
+        R = {(name(d), d['variant']): d['R'] for d in rows if (int(d['batch']), int(d['threads'])) == (B, t)}
+        for k, (v, c) in enumerate(zip(VARIANTS[1:], ('tab:orange', 'tab:blue', 'tab:green'))):
+            ax.bar([m + (k - 1) * 0.27 for m in range(len(models))], [R.get((m, v), 0) for m in models], 0.27,
+                   color=c, label=v)
+        ax.axhline(1, color='k', lw=0.8, ls='--')                     # R = 1: the whole MACs saving on the clock
+        ax.set_xticks(range(len(models)), models if i == len(batches) - 1 else [''] * len(models), fontsize=7)
         ax.set_title(f"batch {B}, {t} thread{'s' * (t > 1)}", fontsize=9)
-    axs[0].set_ylabel('R = speed-up / MACs ratio'); axs[0].legend(fontsize=8)
+        if j == 0: ax.set_ylabel('R = speed-up / MACs ratio', fontsize=8)
+    axs[0, 0].legend(fontsize=8)
     return fig
 
 # %% ../nbs/11_export.ipynb #c043
