@@ -79,6 +79,7 @@ class StaticBlock:
         s[:, :o.shape[1]] += o
         return s.relu_(), None
 
+# %% ../nbs/10a_bench.ipynb #c044b
 @dataclass
 class StaticInvRes:
     "An inverted residual of the statically pruned network."
@@ -127,6 +128,7 @@ def static_steps(net: SparseNet,            # executor whose folded weights to s
         else: out.append(LinearStep(st.W[:, :cur].contiguous(), st.b))
     return out
 
+# %% ../nbs/10a_bench.ipynb #c045b
 @torch.inference_mode()
 def run_static(steps: list,  # from `static_steps`
                x: Tensor,    # images (B, 3, H, W)
@@ -166,6 +168,7 @@ def _check_usage(never: float, always: float, keep: float):  # ValueError unless
         raise ValueError(f"never and always must be >= 0 with never + always <= 1, got {never} and {always}")
     if not 0 < keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {keep}")
 
+# %% ../nbs/10a_bench.ipynb #s052b
 @torch.no_grad()
 def usage_gated(arch: str = 'resnet20',   # a name from `hebbnb.models.available()`
                 never: float = 0.0,       # share of each layer's filters that are never kept
@@ -310,6 +313,7 @@ def _executor_row(arch, r, t, d: Tensor, sp: Tensor, s: Tensor, ratio: float) ->
                 R=dense_ms / sparse_ms / ratio, efficiency=static_ms / sparse_ms,
                 slower_share=(sp > dense_ms).float().mean().item(), torch=torch.__version__, cpu=cpu_name())
 
+# %% ../nbs/10a_bench.ipynb #c066b
 def bench(model: nn.Module,             # trained (or test) gated model
           xs: Tensor,                   # images (N, 3, H, W)
           arch: str,                    # reported in the rows
@@ -394,6 +398,7 @@ _HELP = dict(
     detail='instead of the speed table: the executor report (per layer layout, per image latency) into --out only',
 )
 
+# %% ../nbs/10a_bench.ipynb #c076b
 def bench_parser() -> argparse.ArgumentParser:
     "The command line of `hebbnb-bench`."
     p = argparse.ArgumentParser(prog='hebbnb-bench', description='CPU speed of dense, gated, executor and exported '

@@ -7,7 +7,7 @@ Docs: https://hebbnb.github.io/hebbnb/export.html.md"""
 # %% ../nbs/11_export.ipynb #c003
 from __future__ import annotations
 import argparse, contextlib, io, json, operator, shlex, shutil, sys, warnings
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 from torch import nn, Tensor, fx
@@ -57,6 +57,7 @@ class _Tracer(fx.Tracer):
 _ACT_NAMES = {nn.ReLU: 'relu', nn.ReLU6: 'relu6', nn.Identity: 'identity', nn.SiLU: 'silu', nn.Hardswish: 'hardswish'}
 _CHANNELWISE = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ReLU, nn.ReLU6, nn.Flatten)
 
+# %% ../nbs/11_export.ipynb #c010b
 def _kind(node: fx.Node, mods: dict) -> str:
     "What a node does to channels: 'input', 'conv', 'pad', 'same' (channel-wise), 'skip', 'add', 'linear', 'output'."
     if node.op in ('placeholder', 'output'): return 'input' if node.op == 'placeholder' else 'output'
@@ -164,6 +165,66 @@ def _channelwise(node: fx.Node, m: nn.Module | None) -> dict:
         )
     return dict(type='ReLU', kwargs={})
 
+# %% ../nbs/11_export.ipynb #c019w1
+@dataclass
+class _Walk:
+    "The state of `prune_gated`'s pass over the traced graph: per node its kept channels, and the spec so far."
+    mods: dict                 # module name -> module of the gated model
+    role: dict                 # id(gated layer) -> its roles (`filter_roles`)
+    dw_sets: dict              # node -> the channel set a depthwise conv shares with its producer (`_dw_sets`)
+    in_channels: int           # channels of the input images
+    P: dict = field(default_factory=dict)       # node -> kept channels: sorted indices into the gated model's C
+    C: dict = field(default_factory=dict)       # node -> channels of the gated model's tensor
+    name: dict = field(default_factory=dict)    # node -> name of the spec node holding its value
+    nodes: list = field(default_factory=list)   # the spec's nodes, in execution order
+    tensors: dict = field(default_factory=dict)  # the export's state dict
+    layers: list = field(default_factory=list)  # per gated layer, its statistics (`_conv_unit`)
+    out: str | None = None                      # name of the output node
+    def emit(self, node: fx.Node, op: str, inputs: list, **kw):  # a spec node reading the values of `inputs`
+        self.nodes.append(dict(name=node.name, op=op, inputs=[self.name[i] for i in inputs], **kw))
+        self.name[node] = node.name
+
+# %% ../nbs/11_export.ipynb #c019w2
+def _walk_input(w: _Walk, node: fx.Node, a, kind: str):  # the images: every input channel
+    w.P[node], w.C[node] = torch.arange(w.in_channels), w.in_channels
+    w.emit(node, 'input', [])
+
+def _walk_conv(w: _Walk, node: fx.Node, a: fx.Node, kind: str):  # a gated layer cut to P[a] inputs, P[node] filters
+    g, res = w.mods[node.target], node.args[1] if len(node.args) > 1 else node.kwargs.get('residual')
+    w.P[node], w.C[node] = w.dw_sets.get(node, _nonempty(w.role[id(g)]['alive'])), g.conv.out_channels
+    spec, t, stats = _conv_unit(g, w.P[a], w.P[node], w.role[id(g)])
+    if res is not None and (pos := _positions(w.P[res], w.P[node], w.C[node])) is not None:
+        spec['res_index'], t['res_index'] = len(pos), pos  # the residual holds other channels: re-index it
+    w.emit(node, 'conv', [a] + ([res] if res is not None else []), **spec)
+    w.tensors.update({f'units.{node.name}.{k}': v for k, v in t.items()})
+    w.layers.append(dict(layer=node.target, **stats))
+
+# %% ../nbs/11_export.ipynb #c019w3
+def _walk_channelwise(w: _Walk, node: fx.Node, a: fx.Node, kind: str):  # 'pad', 'same', 'skip': same channel set
+    w.P[node], w.C[node] = w.P[a], w.mods[node.target].planes if kind == 'pad' else w.C[a]
+    m = w.mods[node.target].pool if kind == 'pad' else w.mods.get(node.target) if node.op == 'call_module' else None
+    if kind == 'skip' or isinstance(m, nn.Identity): w.name[node] = w.name[a]  # identities and dropout vanish
+    else: w.emit(node, 'module', [a], **_channelwise(node, m))
+
+def _walk_add(w: _Walk, node: fx.Node, a: fx.Node, kind: str):  # the union of both sides' channels
+    b = node.args[1]
+    w.C[node] = max(w.C[a], w.C[b]); w.P[node] = torch.cat([w.P[a], w.P[b]]).unique()
+    pos = [_positions(w.P[i], w.P[node], w.C[node]) for i in (a, b)]
+    w.emit(node, 'add', [a, b], sizes=[None if p is None else len(p) for p in pos])
+    w.tensors.update({f'units.{node.name}.index{i}': p for i, p in enumerate(pos) if p is not None})
+
+def _walk_linear(w: _Walk, node: fx.Node, a: fx.Node, kind: str):  # the classifier reads the kept channels only
+    lin = w.mods[node.target]
+    w.P[node], w.C[node] = torch.arange(lin.out_features), lin.out_features
+    w.emit(node, 'linear', [a], ci=len(w.P[a]), co=lin.out_features)
+    w.tensors.update({f'units.{node.name}.weight': lin.weight.detach()[:, w.P[a]],
+                      f'units.{node.name}.bias': lin.bias.detach()})
+
+def _walk_output(w: _Walk, node: fx.Node, a: fx.Node, kind: str): w.out = w.name[a]
+
+_WALK = dict(input=_walk_input, conv=_walk_conv, pad=_walk_channelwise, same=_walk_channelwise,
+             skip=_walk_channelwise, add=_walk_add, linear=_walk_linear, output=_walk_output)  # one rule per `_kind`
+
 # %% ../nbs/11_export.ipynb #c019
 @torch.no_grad()
 def prune_gated(model: nn.Module,       # gated model, eval mode
@@ -173,47 +234,15 @@ def prune_gated(model: nn.Module,       # gated model, eval mode
     "Build the exported network: dead filters removed, heads kept only where filters stay input-dependent."
     graph, mods = _Tracer().trace(model), dict(model.named_modules())
     role = {id(g): r for g, r in zip(gated_layers(model), roles)}
-    dw_sets, P, C, name, nodes, tensors, layers, out = _dw_sets(graph, mods, role), {}, {}, {}, [], {}, [], None
-    def emit(node, op, inputs, **kw):
-        nodes.append(dict(name=node.name, op=op, inputs=[name[i] for i in inputs], **kw)); name[node] = node.name
+    w = _Walk(mods, role, _dw_sets(graph, mods, role), in_channels)
     for node in graph.nodes:
-        kind, a = _kind(node, mods), node.args[0] if node.args else None
-        if kind == 'input': P[node], C[node] = torch.arange(in_channels), in_channels; emit(node, 'input', [])
-        elif kind == 'conv':
-            g, res = mods[node.target], node.args[1] if len(node.args) > 1 else node.kwargs.get('residual')
-            P[node], C[node] = dw_sets.get(node, _nonempty(role[id(g)]['alive'])), g.conv.out_channels
-            spec, t, stats = _conv_unit(g, P[a], P[node], role[id(g)])
-            if res is not None and (pos := _positions(P[res], P[node], C[node])) is not None:
-                spec['res_index'], t['res_index'] = len(pos), pos
-            emit(node, 'conv', [a] + ([res] if res is not None else []), **spec)
-            tensors.update({f'units.{node.name}.{k}': v for k, v in t.items()})
-            layers.append(dict(layer=node.target, **stats))
-        elif kind in ('pad', 'same', 'skip'):
-            P[node], C[node] = P[a], mods[node.target].planes if kind == 'pad' else C[a]
-            m = mods[node.target].pool if kind == 'pad' else mods.get(node.target) if node.op == 'call_module' else None
-            if kind == 'skip' or isinstance(m, nn.Identity): name[node] = name[a]
-            else: emit(node, 'module', [a], **_channelwise(node, m))
-        elif kind == 'add':
-            b = node.args[1]
-            C[node] = max(C[a], C[b]); P[node] = torch.cat([P[a], P[b]]).unique()
-            pos = [_positions(P[i], P[node], C[node]) for i in (a, b)]
-            emit(node, 'add', [a, b], sizes=[None if p is None else len(p) for p in pos])
-            tensors.update({f'units.{node.name}.index{i}': p for i, p in enumerate(pos) if p is not None})
-        elif kind == 'linear':
-            lin = mods[node.target]
-            P[node], C[node] = torch.arange(lin.out_features), lin.out_features
-            emit(node, 'linear', [a], ci=len(P[a]), co=lin.out_features)
-            tensors.update(
-                {
-                    f'units.{node.name}.weight': lin.weight.detach()[:, P[a]],
-                    f'units.{node.name}.bias': lin.bias.detach(),
-                }
-            )
-        else: out = name[a]
-    net = ExportedNet(dict(format=FORMAT, in_channels=in_channels, nodes=nodes, output=out))
-    net.load_state_dict(tensors)
-    return net.eval(), layers
+        kind = _kind(node, mods)
+        _WALK[kind](w, node, node.args[0] if node.args else None, kind)
+    net = ExportedNet(dict(format=FORMAT, in_channels=in_channels, nodes=w.nodes, output=w.out))
+    net.load_state_dict(w.tensors)
+    return net.eval(), w.layers
 
+# %% ../nbs/11_export.ipynb #c019b
 def export_pruned(model: nn.Module,       # trained gated model
                   batches,                # training images: (B, C, H, W) tensors or (x, y) pairs
                   min_share: float = 0.0, # remove filters kept for at most this share of the images
@@ -256,6 +285,7 @@ def compare_export(model: nn.Module,        # the gated model
                 same_class=s['same_class'] / n, max_abs_logit_diff=s['max_abs_diff'], removed_kept=s['removed_kept'],
                 static_dropped=s['static_dropped'], gated_macs=s['macs'] / n)
 
+# %% ../nbs/11_export.ipynb #c025b
 def export_sizes(model: nn.Module,  # the gated model
                  net: ExportedNet,   # its export
                  size: tuple,        # one input (C, H, W)
@@ -394,6 +424,7 @@ def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` argum
     (out / 'export.json').write_text(json.dumps(report, indent=1))
     return report
 
+# %% ../nbs/11_export.ipynb #c032d
 def run_export(argv: list[str] | None = None):  # command-line arguments; default sys.argv[1:]
     "Run `hebbnb-export` (console script `hebbnb.cli.export_main`): export the checkpoint, print the summary as JSON."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -508,6 +539,7 @@ def check_table(path: str | Path,  # the CSV to merge rows into; it need not exi
             raise ValueError(f"{p} has other columns than hebbnb-bench writes (an old table?); move it away first")
     return p
 
+# %% ../nbs/11_export.ipynb #c038b
 def merge_speed_rows(path: str | Path,  # CSV with SPEED_COLUMNS (created if missing)
                      rows: list[dict],  # new rows (`time_variants`)
                     ) -> list[dict]:    # the whole table as written, typed by `hebbnb.results.read_rows`
