@@ -458,7 +458,8 @@ def _check_args(a: argparse.Namespace):  # parsed `bench_parser` arguments; rais
     if a.detail and a.table: raise ValueError("--detail writes the executor report into --out only; drop --table")
     if a.table: export.check_table(a.table)
     try: Path(a.out).mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise ValueError(f"--out {a.out}: cannot create it ({e.strerror or e})") from None
+    except OSError as e:
+        raise ValueError(f"--out {a.out}: cannot create it ({e.strerror or e}: {e.filename})") from None
     if a.variants: print("hebbnb-bench: --variants is deprecated: the speed table is the default now", file=sys.stderr)
 
 def _model(a: argparse.Namespace) -> tuple:  # (gated model, calibration images, arch, r, dataset)

@@ -532,7 +532,8 @@ def check_table(path: str | Path,  # the CSV to merge rows into; it need not exi
     p = Path(path)
     if p.is_dir(): raise ValueError(f"--table {p} is a folder; give the path of a CSV file")
     try: p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise ValueError(f"--table {p}: cannot create its folder ({e.strerror or e})") from None
+    except OSError as e:
+        raise ValueError(f"--table {p}: cannot create its folder ({e.strerror or e}: {e.filename})") from None
     if p.exists():
         with open(p, newline='') as f: header = next(csv.reader(f), [])
         if header and header != SPEED_COLUMNS:
