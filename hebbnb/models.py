@@ -24,7 +24,7 @@ __all__ = ['VGG16_CFG', 'MBV1_CFG', 'MBV2_CFG', 'CIFAR_SIZE', 'IMAGENET_SIZE', '
 # %% ../nbs/05_models.ipynb #c006
 def conv_bn(ci: int,                       # input channels
             co: int,                       # output channels C
-            ks: int = 3,                   # kernel size
+            ks: int = 3,                   # kernel side: a ks x ks kernel, padded by ks // 2
             stride: int = 1,               # stride
             groups: int = 1,               # conv groups (`ci` for a depthwise conv)
             act: type | None = nn.ReLU,    # activation class, or None for conv + BN only
