@@ -95,7 +95,7 @@ def test_no_softmax_heads_survive_the_checkpoint(tmp_path, base_ckpt):
 
 
 def test_dynamic_filters_separates_static_from_dynamic_heads():
-    "Heads with zero weights decide each filter the same way for every input: 0% dynamic; random raw-input heads are dynamic."
+    "Zero-weight heads decide each filter the same way for every input: 0% dynamic; random raw-input heads are dynamic."
     from hebbnb.train import evaluate, setup_runtime
     from hebbnb.gating import gate, gated_layers
     from hebbnb.models import create
@@ -488,7 +488,7 @@ def test_pipeline_on_real_cifar_subset(tmp_path):
     ],
 )
 def test_nothing_divides_by_zero_steps_or_images(tmp_path, base_ckpt, main, argv, msg):
-    "A training set smaller than one batch (training drops incomplete batches), or zero batches asked for: one line, exit 2."
+    "A training set under one batch (incomplete batches are dropped), or zero batches asked for: one line, exit 2."
     if main is baseline_main:
         argv = TINY + argv + ['--out', tmp_path / 'x']
     else:
@@ -538,7 +538,7 @@ def test_real_cifar_subset_smaller_than_a_batch(tmp_path):
 
 
 def test_mask_loss_cooldown_follows_the_reference(tmp_path, base_ckpt):
-    "Reference code: the mask loss is off once epoch >= int(cooldown * epochs): 3 epochs at 0.5 train the heads in epoch 1 only."
+    "Reference code: no mask loss once epoch >= int(cooldown * epochs): 3 epochs at 0.5 train heads in epoch 1 only."
     fit(
         tiny_config(
             method='ftwt', init=str(base_ckpt), epochs=3, cooldown=0.5, max_steps=2, out=str(tmp_path / 'f'), threads=1
@@ -548,7 +548,7 @@ def test_mask_loss_cooldown_follows_the_reference(tmp_path, base_ckpt):
 
 
 def test_no_progress_bars_in_a_pipe(tmp_path):
-    "Progress bars are asked for (no --no-progress) but stdout/stderr are pipes: one line per epoch, no carriage returns."
+    "Progress bars asked for (no --no-progress) but stdout/stderr are pipes: one line per epoch, no carriage returns."
     r = subprocess.run(
         [
             str(BIN / 'hebbnb-baseline'),
@@ -638,7 +638,7 @@ def test_cli_run_records_its_command_once(tmp_path):
 
 
 def test_quickstart_reads_its_recipe(tmp_path, monkeypatch):
-    "The quickstart's runs come from the recipe `cifar10_resnet20` (a ./configs/ one overrides the shipped one), cut to --epochs."
+    "The quickstart's runs: the recipe `cifar10_resnet20` (./configs/ overrides the shipped one), cut to --epochs."
     from hebbnb.cli import quickstart_parser, quickstart_configs, load_recipe
 
     a = quickstart_parser().parse_args(
