@@ -23,11 +23,11 @@ from torch.torch_version import TorchVersion
 # %% auto #0
 __all__ = ['DATASETS', 'CKPT_FORMAT', 'Scheduler', 'LOG_FIELDS', 'OPT_KEYS', 'RUNTIME_FIELDS', 'option', 'TrainConfig',
            'check_config', 'tiny_config', 'Runtime', 'setup_runtime', 'save_atomic', 'load_checkpoint', 'build_model',
-           'freeze_backbone', 'model_from_checkpoint', 'Optimizers', 'make_optimizers', 'mask_weight', 'head_quality',
-           'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'EpochSums', 'one_batch',
-           'run_epoch', 'RunState', 'Run', 'checkpoint', 'restore', 'start_run', 'resume_from', 'resumed_config',
-           'train_phase', 'end_epoch', 'save_checkpoints', 'log_epoch', 'fit_epoch', 'final_metrics', 'fit',
-           'synthetic_images', 'make_data', 'plain_batches']
+           'freeze_backbone', 'checkpoint_file', 'model_from_checkpoint', 'Optimizers', 'make_optimizers',
+           'mask_weight', 'head_quality', 'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag',
+           'EpochSums', 'one_batch', 'run_epoch', 'RunState', 'Run', 'checkpoint', 'restore', 'start_run',
+           'resume_from', 'resumed_config', 'train_phase', 'end_epoch', 'save_checkpoints', 'log_epoch', 'fit_epoch',
+           'final_metrics', 'fit', 'synthetic_images', 'make_data', 'plain_batches']
 
 # %% ../nbs/08_train.ipynb #c006
 DATASETS = ('cifar10', 'cifar100', 'imagenet', 'synthetic')
@@ -258,14 +258,31 @@ def freeze_backbone(model: nn.Module) -> nn.Module:
     for p in model.parameters(): p.requires_grad_(id(p) in heads)
     return model
 
-def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[nn.Module, dict]:
+def checkpoint_file(path: str | Path,  # a checkpoint file as the user gave it (--ckpt, --init)
+                   ) -> Path:
+    "`path` as a `Path`, or a one-line `IsADirectoryError` naming the checkpoints inside when it is a run folder."
+    path = Path(path)
+    if path.is_dir():
+        inside = [path / n for n in ('best.pt', 'last.pt') if (path / n).is_file()] or sorted(path.glob('*.pt'))[:3]
+        hint = f"give {' or '.join(map(str, inside))}" if inside else 'it holds no .pt file'
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: {hint}")
+    return path
+
+def model_from_checkpoint(path: str | Path,               # a last.pt or best.pt written by `fit`
+                          mask_source: str = 'predicted', # what masks a gated model: one of `MASK_SOURCES` (gating)
+                          apply: str | None = None,       # deprecated name of `mask_source`
+                         ) -> tuple[nn.Module, dict]:     # (the model in eval mode, the checkpoint)
     "Rebuild the model saved in a hebbnb checkpoint (dense or gated), in eval mode, with the checkpoint."
-    ck = load_checkpoint(path)
+    if apply is not None:
+        from .gating import _deprecated
+        _deprecated('model_from_checkpoint(apply=)', 'mask_source='); mask_source = apply
+    ck = load_checkpoint(checkpoint_file(path))
     cfg = TrainConfig(**ck['config'])
     model = create(ck['arch'], ck['num_classes'])
     if ck['gated']:
-        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
-        for g in gated_layers(model): g.mask_source = apply
+        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep,
+             softmax=cfg.softmax)
+        for g in gated_layers(model): g.mask_source = mask_source
     try:
         model.load_state_dict(ck['model'])
     except RuntimeError as e:
