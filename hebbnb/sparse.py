@@ -158,6 +158,7 @@ def _same(a: Tensor | None, b: Tensor | None) -> bool:
 def _pack(layer: SparseConv, W: Tensor, shape) -> Tensor:  # W (k, k_in, kh, kw) in oneDNN's layout for inputs `shape`
     return torch.ops.mkldnn._reorder_convolution_weight(W, list(layer.pad), list(layer.stride), [1, 1], 1, list(shape))
 
+# %% ../nbs/10_sparse.ipynb #c018p
 PACK_MIN_MACS = 2_000_000  # smaller convs run faster without oneDNN (its call costs ~30 µs; 92_executor_lab)
 
 def _pack_if_large(layer: SparseConv, W: Tensor, shape) -> Tensor | None:  # packed W when the conv is large enough
@@ -246,6 +247,7 @@ class ConvStep(Step):
     def layers(self): "[conv]"; return [self.conv]
     def run(self, v, idx, run_layer=sparse_conv): "The conv's compact output."; return run_layer(self.conv, v, idx)
 
+# %% ../nbs/10_sparse.ipynb #c025p
 @dataclass
 class PoolStep(Step):
     "A channel-wise pooling or ReLU, run in channels-last layout on the compact tensor."
@@ -331,6 +333,7 @@ def _shortcut(ds: nn.Module | None, conv) -> SparseConv | PadShortcut | None:  #
     if isinstance(ds, GatedConv): return conv(ds)
     raise NotImplementedError(f"no sparse executor for shortcut {type(ds).__name__}")
 
+# %% ../nbs/10_sparse.ipynb #c026a
 def compile_steps(model: nn.Module,   # gated model (eval mode)
                   block: int = 1,     # round kept filters up to a multiple of this
                   pack: bool = True,  # prepack repeated weight blocks for oneDNN (see `SparseConv`)
