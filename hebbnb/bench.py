@@ -149,7 +149,7 @@ def profile_layers(net: SparseNet,   # executor
     def record(layer, v, idx, res=None):  # the layer hook of `run_steps`: keep each layer's input, then run it
         seen.append((layer, v.clone(), idx, res)); return sparse_conv(layer, v, idx, res)
     run_steps(net.steps, x, record)
-    rows = []
+    rows = []  # `total` replays one input: its block is reused (and prepacked when large), `conv` gathers every call
     for layer, v, idx, res in seen:
         y, io = sparse_conv(layer, v, idx, res)
         k, kp = layer.last[:2]
