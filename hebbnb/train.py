@@ -552,6 +552,7 @@ class StopFlag:
         t = torch.tensor([float(self.signum)], device=rt.device); dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+# %% ../nbs/08_train.ipynb #es02
 def _zero(device): return torch.zeros((), dtype=torch.float64, device=device)
 
 @dataclass
