@@ -158,6 +158,16 @@ def test_heads_that_never_step_follow_their_schedule_without_a_warning(tmp_path)
     assert [float(row['lr']) for row in rows] == pytest.approx([0.05 * c for c in cosine])
 
 
+def test_heads_only_run_extends_its_cosine_schedule(tmp_path, capsys):
+    "train='heads' has no backbone optimiser: extending it re-plans (and reports) the heads' cosine schedule alone."
+    kw = dict(method='ftwt', train='heads', cooldown=1.0, max_steps=1, threads=1, out=str(tmp_path / 'run'))
+    T.fit(T.tiny_config(epochs=1, **kw))
+    T.fit(T.tiny_config(epochs=2, **kw), resume=True)
+    assert 'cosine schedule re-planned over 2 epochs, mlr now 0.05' in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / 'run' / 'log.csv')))
+    assert [(row['lr'], float(row['mlr'])) for row in rows] == [('', 0.1), ('', pytest.approx(0.05))]
+
+
 def test_fewer_epochs_is_refused(runs, tmp_path):
     out = tmp_path / 'run'
     shutil.copytree(runs / 'base', out)
