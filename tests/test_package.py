@@ -16,8 +16,7 @@ def run(*cmd, **kw):
 
 def base_has_dependencies() -> bool:
     return (
-        BASE_PY.exists()
-        and run(BASE_PY, '-c', 'import torch, torchvision, matplotlib, seaborn, tqdm').returncode == 0
+        BASE_PY.exists() and run(BASE_PY, '-c', 'import torch, torchvision, matplotlib, seaborn, tqdm').returncode == 0
     )
 
 
