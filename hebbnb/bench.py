@@ -205,59 +205,49 @@ def profile_layers(net: SparseNet,   # executor
                   ) -> list[dict]:   # per layer: shape, kept counts and times (ms)
     "Per-layer times (ms) of the executor on one (1, 3, H, W) image: total, head, conv; dense conv for comparison."
     seen = []
-    def record(L, v, idx, res=None):  # the layer hook of `run_steps`: keep each layer's input, then run it
-        seen.append((L, v.clone(), idx, res)); return sparse_conv(L, v, idx, res)
+    def record(layer, v, idx, res=None):  # the layer hook of `run_steps`: keep each layer's input, then run it
+        seen.append((layer, v.clone(), idx, res)); return sparse_conv(layer, v, idx, res)
     run_steps(net.steps, x, record)
-    rows = []
-    for L, v, idx, res in seen:
-        y, io = sparse_conv(L, v, idx, res)
-        k, kp = L.last[:2]
-        b, xd = L.b if io is None else L.b.index_select(0, io), _dense(v, idx, L.ci).clone()
-        if L.dw: conv = lambda: _depthwise(L, v, idx, io, kp)
-        else: conv = lambda: F.conv2d(v, _weights(L, io, idx), b, L.stride, L.pad)
-        dense = lambda: F.conv2d(xd, L.W, L.b, L.stride, L.pad, 1, L.co if L.dw else 1)
-        rows.append(dict(layer=f'{L.ci}->{L.co}', hw=v.shape[2], k_in=v.shape[1], k_out=kp, kept=k,
-                         total=tmin(lambda: sparse_conv(L, v, idx, res), reps),
-                         head=tmin(lambda: _keep(L, _head(L, v, idx)), reps),
+    rows = []  # `total` replays one input: its block is reused (and prepacked when large), `conv` gathers every call
+    for layer, v, idx, res in seen:
+        y, io = sparse_conv(layer, v, idx, res)
+        k, kp = layer.last[:2]
+        b, xd = layer.b if io is None else layer.b.index_select(0, io), _dense(v, idx, layer.ci).clone()
+        if layer.dw: conv = lambda: _depthwise(layer, v, idx, io, kp)
+        else: conv = lambda: F.conv2d(v, _weights(layer, io, idx), b, layer.stride, layer.pad)
+        dense = lambda: F.conv2d(xd, layer.W, layer.b, layer.stride, layer.pad, 1, layer.co if layer.dw else 1)
+        rows.append(dict(layer=f'{layer.ci}->{layer.co}', hw=v.shape[2], k_in=v.shape[1], k_out=kp, kept=k,
+                         total=tmin(lambda: sparse_conv(layer, v, idx, res), reps),
+                         head=tmin(lambda: _keep(layer, _head(layer, v, idx)), reps),
                          conv=tmin(conv, reps), dense=tmin(dense, reps)))
     return rows
 
 # %% ../nbs/10a_bench.ipynb #c058
-def _tune_layer(L: SparseConv, fractions, reps) -> tuple:  # -> (mf, dmf, dense_above)
-    x = torch.rand(1, L.ci, *L.in_hw)
-    Wd = {mf: L.W.contiguous(memory_format=mf) for mf in (NCHW, CL)}
-    td = {
-        mf: tmin(lambda: F.conv2d(x.contiguous(memory_format=mf), Wd[mf], L.b, L.stride, L.pad), reps)
-        for mf in (NCHW, CL)
-    }
-    dmf = min(td, key=td.get)
+def _crossing(gain: list, q: list) -> float:  # the share q where gain (compact minus dense time) first turns <= 0
+    for i, g in enumerate(gain):
+        if g <= 0: return 0.0 if i == 0 else q[i - 1] + (q[i] - q[i - 1]) * gain[i - 1] / (gain[i - 1] - g)
+    return 1.0
+
+def _tune_layer(layer: SparseConv, fractions, reps) -> tuple:  # -> (mf, dmf, dense_above)
+    from hebbnb.sparse import _dense_conv   # the dense fallback as `sparse_conv` runs it (prepacked when `pack`)
+    x = torch.rand(1, layer.ci, *layer.in_hw)
+    Wd = {mf: layer.W.contiguous(memory_format=mf) for mf in (NCHW, CL)}
+    conv = lambda v, mf, W, b: F.conv2d(v.contiguous(memory_format=mf), W, b, layer.stride, layer.pad)
+    td = {mf: tmin(lambda: conv(x, mf, Wd[mf], layer.b), reps) for mf in (NCHW, CL)}
+    layer.dmf = min(td, key=td.get)
+    layer.Wd = Wd[layer.dmf]
     ts, tf, q = {NCHW: [], CL: []}, [], []
     for f in fractions:
-        ki, ko = max(1, round(f * L.ci)), max(1, round(f * L.co))
-        idx, io = torch.randperm(L.ci)[:ki].sort().values, torch.randperm(L.co)[:ko].sort().values
-        v, b = x[:, idx].contiguous(), L.b[io]
-        for mf in (NCHW, CL):
-            ts[mf].append(
-                tmin(lambda: F.conv2d(v.contiguous(memory_format=mf), _weights(L, io, idx), b, L.stride, L.pad), reps)
-            )
-        tf.append(
-            tmin(
-                lambda: F.conv2d(
-                    _dense(v, idx, L.ci).contiguous(memory_format=dmf), Wd[dmf], L.b, L.stride, L.pad
-                ).index_select(1, io),
-                reps,
-            )
-        )
-        q.append(ki * ko / (L.ci * L.co))
+        ki, ko = max(1, round(f * layer.ci)), max(1, round(f * layer.co))
+        idx, io = torch.randperm(layer.ci)[:ki].sort().values, torch.randperm(layer.co)[:ko].sort().values
+        v, b = x[:, idx].contiguous(), layer.b[io]
+        for mf in (NCHW, CL): ts[mf].append(tmin(lambda: conv(v, mf, _weights(layer, io, idx), b), reps))
+        tf.append(tmin(lambda: _dense_conv(layer, v, idx, io, False), reps))
+        q.append(ki * ko / (layer.ci * layer.co))
     mf = min(ts, key=lambda m: sum(ts[m]))
-    gain = [b - a for a, b in zip(ts[mf], tf)]                         # > 0 while the compact path is faster
-    above = 1.0
-    for i, g in enumerate(gain):
-        if g <= 0:
-            above = 0.0 if i == 0 else q[i - 1] + (q[i] - q[i - 1]) * gain[i - 1] / (gain[i - 1] - g)
-            break
-    return mf, dmf, above
+    return mf, layer.dmf, _crossing([b - a for a, b in zip(ts[mf], tf)], q)   # gain > 0 while compact is faster
 
+# %% ../nbs/10a_bench.ipynb #c058a
 def tune_layers(net: SparseNet,                 # executor to tune in place
                 x: Tensor,                      # an example image (1, 3, H, W): gives each layer's input size
                 fractions=(0.25, 0.5, 0.75, 1.0),  # shares of input and output channels to time
@@ -266,13 +256,14 @@ def tune_layers(net: SparseNet,                 # executor to tune in place
     "Choose each layer's memory layouts and dense-fallback threshold from timings on this machine."
     net(x)
     done = {}
-    for L in net.layers:
-        if L.dw: continue
-        key = (L.ci, L.co, tuple(L.in_hw), L.stride, L.pad, tuple(L.W.shape[2:]))
-        if key not in done: done[key] = _tune_layer(L, fractions, reps)
-        L.mf, L.dmf, L.dense_above = done[key]
-        L.Wd, L.gather = L.W.contiguous(memory_format=L.dmf), None
-    return [(L.mf, L.dmf, L.dense_above) for L in net.layers]
+    for layer in net.layers:
+        if layer.dw: continue
+        key = (layer.ci, layer.co, tuple(layer.in_hw), layer.stride, layer.pad, tuple(layer.W.shape[2:]))
+        if key not in done: done[key] = _tune_layer(layer, fractions, reps)
+        layer.mf, layer.dmf, above = done[key]
+        layer.dense_above = 1.0 if layer.fixed is not None else above   # a decided layer's block repeats: compact
+        layer.Wd, layer.gather = layer.W.contiguous(memory_format=layer.dmf), None
+    return [(layer.mf, layer.dmf, layer.dense_above) for layer in net.layers]
 
 # %% ../nbs/10a_bench.ipynb #c065
 BENCH_COLUMNS = ['arch', 'r', 'threads', 'dense_ms', 'sparse_ms', 'sparse_p90_ms', 'static_ms', 'macs_ratio', 'R',

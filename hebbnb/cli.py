@@ -1,4 +1,4 @@
-"""`hebbnb-baseline`, `hebbnb-estimate`, `hebbnb-train`, `hebbnb-eval` and `hebbnb-quickstart`: the paper's recipes from a shell.
+"""Console scripts `hebbnb-{baseline,estimate,train,eval,quickstart,bench,export}`: the paper's recipes from a shell.
 
 Docs: https://hebbnb.github.io/hebbnb/cli.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #c003
 from __future__ import annotations
-import argparse, json, os, shlex, sys, time, typing
+import argparse, json, os, shlex, sys, time, types, typing
 from importlib import resources
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -16,6 +16,7 @@ from hebbnb.train import (
     check_config,
     fit,
     model_from_checkpoint,
+    checkpoint_file,
     setup_runtime,
     make_data,
     plain_batches,
@@ -29,28 +30,35 @@ from .data import data_root
 from .flops import static_macs, reduction_curve, r_for_budget, plot_budget
 from .models import input_size
 from .mass import check_r
+from .gating import _deprecated
 from .results import read_rows, markdown_table, plot_accuracy_vs_flops, realised_note
 
 # %% auto #0
-__all__ = ['PACKAGE_DATA', 'CONFIG_DIRS', 'STAGES', 'FTWT_ONLY', 'DEFAULT_RS', 'MEASURED', 'QUICKSTART_COLUMNS', 'METRIC_KEYS',
-           'QUICKSTART_RECIPE', 'find_config', 'load_recipe', 'shipped_checkpoint', 'train_parser', 'resolve_config',
+__all__ = ['PACKAGE_DATA', 'CONFIG_DIRS', 'STAGES', 'PATH_CHECKS', 'FTWT_ONLY', 'RESUME_HELP', 'DEFAULT_RS', 'MEASURED',
+           'QUICKSTART_COLUMNS', 'METRIC_KEYS', 'QUICKSTART_RECIPE', 'find_config', 'load_recipe', 'shipped_checkpoint',
+           'CliParser', 'DeprecatedFlag', 'positive_int', 'out_folder', 'parse_cli', 'train_parser', 'resolve_config',
            'run_cli', 'baseline_main', 'train_main', 'eval_parser', 'reading_config', 'evaluate_checkpoint',
-           'eval_main', 'estimate_note', 'estimate_parser', 'estimation_batches', 'estimate_main', 'quickstart_parser',
-           'quickstart_configs', 'quickstart', 'quickstart_main', 'bench_main', 'export_main']
+           'eval_main', 'estimate_note', 'estimate_parser', 'estimation_batches', 'estimation_model', 'estimate',
+           'estimate_main', 'measured_baseline', 'quickstart_parser', 'quickstart_configs', 'baseline_row',
+           'quickstart_estimates', 'ftwt_row', 'report_quickstart', 'quickstart', 'quickstart_main', 'bench_main',
+           'export_main']
 
 # %% ../nbs/09_cli.ipynb #c006
-PACKAGE_DATA = Path(str(resources.files('hebbnb')))   # recipes and checkpoints installed with the package
+PACKAGE_DATA = Path(str(resources.files('hebbnb')))        # recipes and checkpoints installed with the package
 CONFIG_DIRS = (Path('configs'), PACKAGE_DATA / 'configs')  # ./configs first: a user's recipes override the shipped ones
 STAGES = ('baseline', 'ftwt')
 
-def find_config(name: str) -> Path:
+def find_config(name: str,  # a JSON file's path, or a recipe name such as 'cifar10_resnet56'
+               ) -> Path:
     "The recipe file for `name`: a path to a JSON file, or a name in `./configs/` or the package's recipes."
     for p in [Path(name)] + [d / f'{name}.json' for d in CONFIG_DIRS]:
         if p.is_file(): return p
     known = sorted({p.stem for d in CONFIG_DIRS if d.is_dir() for p in d.glob('*.json')})
     raise ValueError(f"no config {name!r}; give a JSON file or one of: {', '.join(known) or '(none found)'}")
 
-def load_recipe(name: str, stage: str) -> dict:
+def load_recipe(name: str,   # a recipe (`find_config`)
+                stage: str,  # 'baseline' or 'ftwt': the section read besides the shared fields
+               ) -> dict:    # TrainConfig field -> value
     "The fields a recipe sets for `stage` ('baseline' or 'ftwt'): its shared fields plus that stage's section."
     path = find_config(name)
     try: d = json.loads(path.read_text())
@@ -59,7 +67,8 @@ def load_recipe(name: str, stage: str) -> dict:
     shared = {k: v for k, v in d.items() if k not in STAGES and k != 'note'}
     recipe = {**shared, **d.get(stage, {})}
     bad = sorted(set(recipe) - valid)
-    if bad: raise ValueError(f"{path}: unknown key(s) {', '.join(bad)}; valid keys: {', '.join(sorted(valid))}")
+    if bad:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(bad)}; valid keys: {', '.join(sorted(valid))}")
     return recipe
 
 def shipped_checkpoint(name: str = 'cifar10_resnet20_baseline', # a file `hebbnb/checkpoints/NAME.pt` of the package
@@ -68,12 +77,64 @@ def shipped_checkpoint(name: str = 'cifar10_resnet20_baseline', # a file `hebbnb
     path = PACKAGE_DATA / 'checkpoints' / f'{name}.pt'
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing from this installation: reinstall hebbnb, or train a baseline (hebbnb-quickstart --train-baseline EPOCHS)"
+            f"{path} is missing from this installation: reinstall hebbnb, or train a baseline "
+            "(hebbnb-quickstart --train-baseline EPOCHS)"
         )
     return path
 
+# %% ../nbs/09_cli.ipynb #u002
+class CliParser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose usage errors are one line on stderr (`prog: error: message (see --help)`), exit 2."
+    def error(self, message: str):  # argparse's reason, e.g. "argument --epochs: invalid int value: 'x'"
+        "Print `message` as one line and exit with code 2 (argparse would print the usage block first)."
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+class DeprecatedFlag(argparse.Action):
+    "An old flag name that still works: it sets the new flag's value and prints a one-line deprecation warning."
+    def __init__(self, *args, new: str, **kwargs):  # new: the flag's current name, e.g. '--mask-source'
+        super().__init__(*args, **kwargs); self.new = new
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr, flush=True)
+        setattr(namespace, self.dest, values)
+
+def positive_int(s: str,  # the flag's text
+                ) -> int:
+    "argparse type of a count that must be at least 1 (a batch size, a block size): an int, or a one-line error."
+    try: n = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"invalid int value: {s!r}") from None
+    if n < 1: raise argparse.ArgumentTypeError(f"must be a positive integer, got {n}")
+    return n
+
+# %% ../nbs/09_cli.ipynb #u003
+def out_folder(path: str,  # the value of --out
+              ) -> str:
+    "`path` when it can be an output folder (a folder, or nothing yet), else a one-line `ArgumentTypeError`."
+    for p in (Path(path), *Path(path).parents):
+        if p.exists() and not p.is_dir():
+            inside = '' if p == Path(path) else f" (--out {path} would lie inside it)"
+            raise argparse.ArgumentTypeError(f"{p} is a file, not a folder{inside}: give a folder for the outputs")
+    return path
+
+def _checkpoint_arg(path: str) -> str:
+    try: return str(checkpoint_file(path))
+    except IsADirectoryError as e: raise argparse.ArgumentTypeError(str(e)) from None
+
+PATH_CHECKS = {'out': out_folder, 'ckpt': _checkpoint_arg, 'init': _checkpoint_arg}  # flags every command shares
+
+def parse_cli(parser: argparse.ArgumentParser,  # the command's parser: a `CliParser`, or one built elsewhere
+              argv: list[str] | None = None,    # command-line arguments; default sys.argv[1:]
+             ) -> argparse.Namespace:
+    "Parse `argv` with one-line usage errors, and check the shared path flags (`PATH_CHECKS`) before any work."
+    if not isinstance(parser, CliParser): parser.error = types.MethodType(CliParser.error, parser)
+    a = parser.parse_args(argv)
+    for dest, check in PATH_CHECKS.items():
+        if isinstance(getattr(a, dest, None), str):
+            try: check(getattr(a, dest))
+            except argparse.ArgumentTypeError as e: parser.error(f"argument --{dest}: {e}")
+    return a
+
 # %% ../nbs/09_cli.ipynb #c008
-FTWT_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata['ftwt'])   # fields hebbnb-baseline has no flag for
+FTWT_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata['ftwt'])  # fields hebbnb-baseline has no flag for
 _HINTS = typing.get_type_hints(TrainConfig)
 
 def _flag_type(hint) -> dict:
@@ -97,25 +158,28 @@ def _add_field(p: argparse.ArgumentParser, f, required=False):
     )
 
 
-def train_parser(stage: str) -> argparse.ArgumentParser:
-    "The parser of `hebbnb-baseline` (stage 'baseline') or `hebbnb-train` (stage 'ftwt'): a flag for each field of `TrainConfig`."
-    p = argparse.ArgumentParser(
+RESUME_HELP = ('continue from OUT/last.pt: flags must match the saved run, except data/device/threads/workers/progress '
+               'and a larger --epochs, which extends it')
+
+def train_parser(stage: str,  # 'baseline' (hebbnb-baseline) or 'ftwt' (hebbnb-train)
+                ) -> CliParser:
+    "The parser of `hebbnb-baseline` or `hebbnb-train`: `--config`, `--resume` and a flag per `TrainConfig` field."
+    p = CliParser(
         prog=f"hebbnb-{'baseline' if stage == 'baseline' else 'train'}",
         description='Train a dense baseline.' if stage == 'baseline' else 'Train FTWT from a baseline checkpoint.',
     )
     p.add_argument('--config', help='recipe: a name in configs/ (e.g. cifar10_resnet56) or a JSON file')
-    p.add_argument(
-        '--resume',
-        action='store_true',
-        help='continue from OUT/last.pt: flags must match the saved run, except data/device/threads/workers/progress and a larger --epochs, which extends it',
-    )
+    p.add_argument('--resume', action='store_true', help=RESUME_HELP)
     for f in fields(TrainConfig):
         if f.metadata['help'] is None or (stage == 'baseline' and f.metadata['ftwt']):
             continue  # method: the command's
         _add_field(p, f, required=f.name == 'out' or (stage == 'ftwt' and f.name == 'init'))
     return p
 
-def resolve_config(stage: str, args: argparse.Namespace) -> TrainConfig:
+# %% ../nbs/09_cli.ipynb #c008b
+def resolve_config(stage: str,                # 'baseline' or 'ftwt'
+                   args: argparse.Namespace,  # parsed `train_parser(stage)` arguments
+                  ) -> TrainConfig:
     "Defaults < recipe < flags, validated; on `--resume` the saved run's config takes the defaults' place."
     stage_defaults = dict(method='ftwt', lr=0.01) if stage == 'ftwt' else dict(method='baseline')
     recipe = load_recipe(args.config, stage) if args.config else {}
@@ -128,7 +192,10 @@ def resolve_config(stage: str, args: argparse.Namespace) -> TrainConfig:
     return check_config(TrainConfig(**{**stage_defaults, **recipe, **given}))
 
 # %% ../nbs/09_cli.ipynb #c011
-def run_cli(prog: str, fn, argv=None) -> int:
+def run_cli(prog: str,  # the command's name, which starts each error line
+            fn,         # fn(argv) runs the command
+            argv=None,  # command-line arguments; default sys.argv[1:]
+           ) -> int:    # the exit code: 0, 1 (a bug), 2 (bad input), 3 (non-finite loss) or 130 (interrupted)
     "Run `fn(argv)`; turn expected failures into one line on stderr and an exit code."
     def fail(msg, code, kind='error: '):
         print(f"{prog}: {kind}{msg}", file=sys.stderr, flush=True); return code
@@ -157,130 +224,118 @@ def run_cli(prog: str, fn, argv=None) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #c014
+def _argv(argv) -> list[str]: return sys.argv[1:] if argv is None else [str(a) for a in argv]
+
 def _train(stage: str, argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = train_parser(stage)
-    args = parser.parse_args(argv)
+    argv, parser = _argv(argv), train_parser(stage)
+    args = parse_cli(parser, argv)
     cfg = resolve_config(stage, args)
-    metrics = fit(
-        cfg, resume=args.resume, command=shlex.join([parser.prog, *argv])
-    )  # metrics.json records it: anyone can rerun the run
+    metrics = fit(cfg, resume=args.resume, command=shlex.join([parser.prog, *argv]))  # anyone can rerun the run
     if int(os.environ.get('RANK', 0)) == 0:
-        print(
-            json.dumps({k: metrics[k] for k in ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds')})
-        )
+        keys = ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds')
+        print(json.dumps({k: metrics[k] for k in keys}))
 
-
-def baseline_main(argv=None):
+def baseline_main(argv=None):  # command-line arguments; default sys.argv[1:]
     "Console script `hebbnb-baseline`."
     sys.exit(run_cli('hebbnb-baseline', lambda a: _train('baseline', a), argv))
 
-def train_main(argv=None):
+def train_main(argv=None):  # command-line arguments; default sys.argv[1:]
     "Console script `hebbnb-train`."
     sys.exit(run_cli('hebbnb-train', lambda a: _train('ftwt', a), argv))
 
 # %% ../nbs/09_cli.ipynb #c016
-def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hebbnb-eval', description='Top-1 and exact FLOPs of a checkpoint on its test set.'
-    )
+def eval_parser() -> CliParser:
+    "The parser of `hebbnb-eval`."
+    p = CliParser(prog='hebbnb-eval', description='Top-1 and exact FLOPs of a checkpoint on its test set.')
     p.add_argument('--ckpt', required=True, help='a last.pt or best.pt written by hebbnb-baseline / hebbnb-train')
     p.add_argument('--data', help='data folder (default: $HEBBNB_DATA, else ./data)')
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
-    p.add_argument('--batch-size', type=int, default=256, help='evaluation batch size')
+    p.add_argument('--batch-size', type=positive_int, default=256, help='evaluation batch size')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
-    p.add_argument('--max-batches', type=int, help='evaluate on the first N batches only')
-    p.add_argument(
-        '--apply', default='predicted', choices=('predicted', 'oracle', 'none'), help='mask applied by a gated model'
-    )
+    p.add_argument('--max-batches', type=positive_int, help='evaluate on the first N batches only')
+    masks = ('predicted', 'oracle', 'none')
+    p.add_argument('--mask-source', default='predicted', choices=masks, help='mask applied by a gated model')
+    p.add_argument('--apply', dest='mask_source', action=DeprecatedFlag, new='--mask-source', choices=masks,
+                   help='deprecated name of --mask-source')
     return p
 
-def reading_config(ck: dict, data=None, download=True, batch_size=256, device='auto') -> TrainConfig:
+# %% ../nbs/09_cli.ipynb #c016b
+def reading_config(ck: dict,               # a checkpoint (`load_checkpoint`)
+                   data: str | None = None,  # data folder; default $HEBBNB_DATA, else the one the run was trained on
+                   download: bool = True,  # download the data set when it is missing
+                   batch_size: int = 256,  # images per batch
+                   device: str = 'auto',   # 'auto', 'cpu' or 'cuda'
+                  ) -> TrainConfig:
     "The config of checkpoint `ck`, set up to read its whole data set (no subsets) from `data` on `device`."
-    data = (
-        data if data is not None else None if os.environ.get('HEBBNB_DATA') else ck['config']['data']
-    )  # $HEBBNB_DATA beats the path the run was trained with
-    return check_config(
-        TrainConfig(
-            **{
-                **ck['config'],
-                'data': data,
-                'download': download,
-                'batch_size': batch_size,
-                'device': device,
-                'subset': None,
-                'test_subset': None,
-            }
-        )
-    )
+    if data is None and not os.environ.get('HEBBNB_DATA'): data = ck['config']['data']  # $HEBBNB_DATA beats the run's
+    return check_config(TrainConfig(**{**ck['config'], 'data': data, 'download': download, 'batch_size': batch_size,
+                                       'device': device, 'subset': None, 'test_subset': None}))
 
-
-def evaluate_checkpoint(ckpt, data=None, download=True, batch_size=256, device='auto', max_batches=None, apply='predicted') -> dict:
-    "Evaluate a checkpoint on its dataset's test set: top-1 (%), exact MACs and FLOPs reductions (%), static/dynamic split."
-    model, ck = model_from_checkpoint(ckpt, apply)
+def evaluate_checkpoint(ckpt: str | Path,                # a last.pt or best.pt (hebbnb-baseline, hebbnb-train)
+                        data: str | None = None,         # data folder (`reading_config`)
+                        download: bool = True,           # download the data set when it is missing
+                        batch_size: int = 256,           # evaluation batch size
+                        device: str = 'auto',            # 'auto', 'cpu' or 'cuda'
+                        max_batches: int | None = None,  # evaluate on the first N test batches only; None: all
+                        mask_source: str = 'predicted',  # what masks a gated model: 'predicted', 'oracle' or 'none'
+                        apply: str | None = None,        # deprecated name of `mask_source`
+                       ) -> dict:  # `evaluate`'s metrics (+ static/dynamic split), arch, dataset, method, r, ckpt
+    "Evaluate a checkpoint on its dataset's test set: top-1 (%), exact MACs, FLOPs reductions (%), saving split."
+    if apply is not None:
+        _deprecated('evaluate_checkpoint(apply=)', 'mask_source='); mask_source = apply
+    model, ck = model_from_checkpoint(ckpt, mask_source)
     cfg = reading_config(ck, data, download, batch_size, device)
     rt = setup_runtime(cfg)
     test_loader = plain_batches(cfg, rt, 'test')
     model = model.to(rt.device, memory_format=torch.channels_last)
     res = evaluate(model, test_loader, rt, static_macs(model, input_size(ck['arch'])), max_batches)
-    if ck['gated'] and apply == 'predicted': res |= saving_split(model, test_loader, rt, max_batches)
-    return dict(
-        res,
-        arch=ck['arch'],
-        dataset=ck['dataset'],
-        method=ck['config']['method'],
-        r=ck['config']['r'] if ck['gated'] else None,
-        ckpt=str(ckpt),
-    )
+    if ck['gated'] and mask_source == 'predicted': res |= saving_split(model, test_loader, rt, max_batches)
+    return dict(res, arch=ck['arch'], dataset=ck['dataset'], method=ck['config']['method'],
+                r=ck['config']['r'] if ck['gated'] else None, ckpt=str(ckpt))
 
-
-def eval_main(argv=None):
-    "Console script `hebbnb-eval`."
+# %% ../nbs/09_cli.ipynb #c016c
+def eval_main(argv=None):  # command-line arguments; default sys.argv[1:]
+    "Console script `hebbnb-eval`: one JSON line with the checkpoint's top-1 and exact FLOPs."
     def go(argv):
-        a = eval_parser().parse_args(argv)
-        if a.batch_size < 1 or (a.max_batches is not None and a.max_batches < 1):
-            raise ValueError("--batch-size and --max-batches must be at least 1")
-        print(
-            json.dumps(evaluate_checkpoint(a.ckpt, a.data, a.download, a.batch_size, a.device, a.max_batches, a.apply))
-        )
-
+        a = parse_cli(eval_parser(), argv)
+        kw = dict(max_batches=a.max_batches, mask_source=a.mask_source)
+        print(json.dumps(evaluate_checkpoint(a.ckpt, a.data, a.download, a.batch_size, a.device, **kw)))
     sys.exit(run_cli('hebbnb-eval', go, argv))
 
 # %% ../nbs/09_cli.ipynb #c018
 DEFAULT_RS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
-
-MEASURED = (
-    PACKAGE_DATA / 'measured' / 'cifar10_resnet20.csv'
-)  # hebbnb's CIFAR-10 ResNet-20 results (results/ links to it)
-
+MEASURED = PACKAGE_DATA / 'measured' / 'cifar10_resnet20.csv'  # hebbnb's CIFAR-10 ResNet-20 results (results/ links it)
 
 def estimate_note() -> str:
-    "hebbnb-estimate's note on how far trained heads realise from the estimate, computed from the shipped results table."
+    "hebbnb-estimate's note on how far trained heads realise from the estimate, computed from the shipped results."
     return realised_note(read_rows(MEASURED))
 
-def estimate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hebbnb-estimate', description='Estimate the FLOPs reduction of thresholds r before training.'
-    )
+def estimate_parser() -> CliParser:
+    "The parser of `hebbnb-estimate`."
+    p = CliParser(prog='hebbnb-estimate', description='Estimate the FLOPs reduction of thresholds r before training.')
     p.add_argument('--ckpt', required=True, help='baseline checkpoint')
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--r', type=float, nargs='+', help='thresholds to estimate')
     g.add_argument('--target-reduction', type=float, help='find r for this FLOPs reduction, in %%')
     p.add_argument('--data', help='data folder (default: $HEBBNB_DATA, else ./data)')
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
-    p.add_argument(
-        '--estimator',
-        default='dense',
-        choices=('dense', 'forward'),
-        help="labels read off one dense forward (default: closest to what trained heads realise), or applied as the forward goes (what perfect heads would reach)",
-    )
-    p.add_argument('--batches', type=int, default=10, help='batches of training images to estimate on')
-    p.add_argument('--batch-size', type=int, default=128, help='images per batch')
+    p.add_argument('--estimator', default='dense', choices=('dense', 'forward'),
+                   help='labels read off one dense forward (default: closest to what trained heads realise), '
+                        'or applied as the forward goes (what perfect heads would reach)')
+    p.add_argument('--batches', type=positive_int, default=10, help='batches of training images to estimate on')
+    p.add_argument('--batch-size', type=positive_int, default=128, help='images per batch')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
     p.add_argument('--out', required=True, help='output folder for estimate.json and estimate.png')
     return p
 
-def estimation_batches(ck: dict, data, download, batches: int, batch_size: int, device='auto') -> list:
+# %% ../nbs/09_cli.ipynb #c018b
+def estimation_batches(ck: dict,          # a checkpoint (`load_checkpoint`)
+                       data: str | None,  # data folder (`reading_config`)
+                       download: bool,    # download the data set when it is missing
+                       batches: int,      # how many batches
+                       batch_size: int,   # images per batch
+                       device: str = 'auto',  # 'auto', 'cpu' or 'cuda'
+                      ) -> list:          # (B, 3, H, W) image tensors on the device
     "The first `batches` batches of un-augmented training images (validation images for ImageNet)."
     cfg = reading_config(ck, data, download, batch_size, device)
     out = []
@@ -290,75 +345,78 @@ def estimation_batches(ck: dict, data, download, batches: int, batch_size: int, 
     if not out: raise ValueError("no training images to estimate on")
     return out
 
-def estimate_main(argv=None):
-    "Console script `hebbnb-estimate`."
+def estimation_model(ckpt: str | Path,  # hebbnb-estimate's --ckpt
+                    ) -> tuple:         # (the dense model, its checkpoint)
+    "The baseline to estimate on; a one-line error saying what to give instead for an FTWT checkpoint."
+    model, ck = model_from_checkpoint(ckpt, 'none')
+    if ck['gated']:
+        raise ValueError(f"{ckpt} is an FTWT checkpoint (it has mask heads), but hebbnb-estimate estimates before "
+                         f"training: give the baseline it was trained from ({ck['config']['init']}), or evaluate it "
+                         f"with hebbnb-eval --ckpt {ckpt}")
+    return model, ck
+
+def estimate(a: argparse.Namespace,  # parsed `estimate_parser` arguments
+            ) -> dict:               # what estimate.json holds
+    "hebbnb-estimate's estimates: the reduction of each `a.r` (or `DEFAULT_RS`), and the r for `a.target_reduction`."
+    for r in a.r or []: check_r(r)
+    model, ck = estimation_model(a.ckpt)
+    batches = estimation_batches(ck, a.data, a.download, a.batches, a.batch_size, a.device)
+    model, t0 = model.to(batches[0].device), time.time()
+    curve = reduction_curve(model, batches, sorted(set(a.r)) if a.r else DEFAULT_RS, how=a.estimator)
+    res = dict(ckpt=str(a.ckpt), arch=ck['arch'], estimator=a.estimator, images=sum(len(b) for b in batches),
+               estimates=curve, note=estimate_note())
+    if a.target_reduction is not None:
+        pick = r_for_budget(model, batches, a.target_reduction, how=a.estimator)
+        res |= dict(target_reduction=a.target_reduction, pick=pick)
+    return res | dict(seconds=time.time() - t0)
+
+# %% ../nbs/09_cli.ipynb #c018c
+def estimate_main(argv=None):  # command-line arguments; default sys.argv[1:]
+    "Console script `hebbnb-estimate`: writes estimate.json and estimate.png, prints a line per r and the note."
     def go(argv):
-        a = estimate_parser().parse_args(argv)
-        for r in a.r or []: check_r(r)
-        if a.batches < 1 or a.batch_size < 1: raise ValueError("--batches and --batch-size must be at least 1")
-        model, ck = model_from_checkpoint(a.ckpt, 'none')
-        batches = estimation_batches(ck, a.data, a.download, a.batches, a.batch_size, a.device)
-        model = model.to(batches[0].device)
-        t0 = time.time()
-        rs = sorted(set(a.r)) if a.r else DEFAULT_RS
-        curve = reduction_curve(model, batches, rs, how=a.estimator)
-        res = dict(
-            ckpt=str(a.ckpt),
-            arch=ck['arch'],
-            estimator=a.estimator,
-            images=sum(len(b) for b in batches),
-            estimates=curve,
-            note=estimate_note(),
-        )
-        if a.target_reduction is not None:
-            res['target_reduction'] = a.target_reduction
-            res['pick'] = r_for_budget(model, batches, a.target_reduction, how=a.estimator)
-        res['seconds'] = time.time() - t0
-        out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+        a = parse_cli(estimate_parser(), argv)
+        res, out = estimate(a), Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
         (out / 'estimate.json').write_text(json.dumps(res, indent=2))
-        plot_budget(curve, a.target_reduction).savefig(out / 'estimate.png', dpi=110)
-        for e in curve:
-            print(
-                f"r = {e['r']:<5g} estimated FLOPs reduction {e['reduction']:5.1f}%  (paper convention {e['reduction_paper']:5.1f}%)"
-            )
+        plot_budget(res['estimates'], a.target_reduction).savefig(out / 'estimate.png', dpi=110)
+        for e in res['estimates']:
+            print(f"r = {e['r']:<5g} estimated FLOPs reduction {e['reduction']:5.1f}%  "
+                  f"(paper convention {e['reduction_paper']:5.1f}%)")
         if 'pick' in res:
-            print(
-                f"target {a.target_reduction:g}%: r = {res['pick']['r']:.4f} (estimated {res['pick']['reduction']:.1f}%)"
-            )
+            pick = res['pick']
+            print(f"target {a.target_reduction:g}%: r = {pick['r']:.4f} (estimated {pick['reduction']:.1f}%)")
         print(res['note'])
         print(f"wrote {out / 'estimate.json'} and {out / 'estimate.png'}")
     sys.exit(run_cli('hebbnb-estimate', go, argv))
 
 # %% ../nbs/09_cli.ipynb #c022
-def quickstart_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='hebbnb-quickstart',
-        description='FTWT on CIFAR-10 in minutes: shipped ResNet-20 baseline -> estimate before training -> FTWT on the full training set -> estimate vs realised reduction, table and plot.',
-    )
-    p.add_argument(
-        '--data', help='data folder (default: $HEBBNB_DATA, else ./data; CIFAR-10 is downloaded there if missing)'
-    )
+def measured_baseline() -> dict:
+    "The baseline row of hebbnb's measured results (`MEASURED`): the run the shipped checkpoint comes from."
+    (row,) = [r for r in read_rows(MEASURED) if r['method'] == 'baseline']
+    return row
+
+def quickstart_parser() -> CliParser:
+    "The parser of `hebbnb-quickstart`; the shipped baseline's figures in its help come from `measured_baseline`."
+    base = measured_baseline()
+    p = CliParser(prog='hebbnb-quickstart', description=(
+        'FTWT on CIFAR-10 in minutes: shipped ResNet-20 baseline -> estimate before training -> FTWT on the full '
+        'training set -> estimate vs realised reduction, table and plot.'))
+    p.add_argument('--data',
+                   help='data folder (default: $HEBBNB_DATA, else ./data; CIFAR-10 is downloaded there if missing)')
     p.add_argument('--no-download', dest='download', action='store_false', help='never download')
     p.add_argument('--out', default='runs/quickstart', help='output folder')
     p.add_argument('--r', type=float, nargs='+', default=[0.8], help='FTWT thresholds')
-    p.add_argument(
-        '--epochs', type=int, default=2, help='FTWT epochs per threshold (heads learn in the first int(epochs / 2))'
-    )
-    p.add_argument(
-        '--train-baseline',
-        type=int,
-        metavar='EPOCHS',
-        help='train a baseline for EPOCHS epochs instead of starting from the shipped one (87.46%% top-1, 40 epochs)',
-    )
+    p.add_argument('--epochs', type=int, default=2,
+                   help='FTWT epochs per threshold (heads learn in the first int(epochs / 2))')
+    p.add_argument('--train-baseline', type=int, metavar='EPOCHS',
+                   help='train a baseline for EPOCHS epochs instead of starting from the shipped one '
+                        f"({base['top1']:.2f}%% top-1, {base['epochs']} epochs)")
     p.add_argument('--subset', type=int, help='train on a class-balanced subset of N images (default: all 50,000)')
-    p.add_argument(
-        '--test-subset', type=int, help='evaluate on a class-balanced subset of N test images (default: all 10,000)'
-    )
-    p.add_argument(
-        '--fast',
-        action='store_true',
-        help='smoke test in seconds: 512 training and 256 test images, 4 steps per epoch (figures meaningless)',
-    )
+    p.add_argument('--test-subset', type=int,
+                   help='evaluate on a class-balanced subset of N test images (default: all 10,000)')
+    p.add_argument('--fast', action='store_true',
+                   help='smoke test in seconds: 512 training and 256 test images, 4 steps per epoch '
+                        '(figures meaningless)')
     p.add_argument('--threads', type=int, help='CPU threads (default: all cores)')
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
     p.add_argument('--no-progress', dest='progress', action='store_false', help='hide progress bars')
@@ -366,143 +424,126 @@ def quickstart_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/09_cli.ipynb #c023
 QUICKSTART_COLUMNS = [
-    ('run', 'run', ''),
-    ('r', 'r', 'g'),
-    ('epochs', 'epochs', ''),
-    ('top-1 (%)', 'top1', '.2f'),
-    ('MMACs', lambda row: row['macs'] / 1e6, '.2f'),
-    ('FLOPs reduction (%)', 'flops_reduction', '.1f'),
+    ('run', 'run', ''), ('r', 'r', 'g'), ('epochs', 'epochs', ''), ('top-1 (%)', 'top1', '.2f'),
+    ('MMACs', lambda row: row['macs'] / 1e6, '.2f'), ('FLOPs reduction (%)', 'flops_reduction', '.1f'),
     ('paper convention (%)', 'flops_reduction_paper', '.1f'),
-    ('estimated before training (%)', 'estimated_reduction', '.1f'),
-    ('dynamic filters (%)', 'dynamic_filters', '.1f'),
+    ('estimated before training (%)', 'estimated_reduction', '.1f'), ('dynamic filters (%)', 'dynamic_filters', '.1f'),
 ]
 METRIC_KEYS = ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters')
-QUICKSTART_RECIPE = (
-    'cifar10_resnet20'  # the recipe the quickstart runs (./configs/ first, then the shipped one), cut to --epochs
-)
-
+QUICKSTART_RECIPE = 'cifar10_resnet20'  # the recipe the quickstart runs (./configs/ first, then the shipped one)
 
 def quickstart_configs(a: argparse.Namespace,  # parsed `quickstart_parser` arguments
-                      ) -> tuple:              # (baseline config or None when --train-baseline is not given, FTWT config)
+                      ) -> tuple:              # (baseline config, or None without --train-baseline; FTWT config)
     "The quickstart's runs: the stages of `QUICKSTART_RECIPE` with the command's epochs, image counts, data and device."
     out, data = Path(a.out), a.data or str(data_root())
     if a.train_baseline is not None and a.train_baseline < 1:
         raise ValueError(f"--train-baseline must be at least 1 epoch, got {a.train_baseline}")
-    sizes = dict(
-        subset=a.subset or (512 if a.fast else None),
-        test_subset=a.test_subset or (256 if a.fast else None),
-        max_steps=4 if a.fast else None,
-    )
+    sizes = dict(subset=a.subset or (512 if a.fast else None), test_subset=a.test_subset or (256 if a.fast else None),
+                 max_steps=4 if a.fast else None)
     common = dict(data=data, download=a.download, device=a.device, threads=a.threads, progress=a.progress, **sizes)
-    ftwt = check_config(
-        TrainConfig(
-            **{
-                **load_recipe(QUICKSTART_RECIPE, 'ftwt'),
-                **common,
-                'method': 'ftwt',
-                'epochs': a.epochs,
-                'out': str(out),
-            }
-        )
-    )
+    ftwt = check_config(TrainConfig(**{**load_recipe(QUICKSTART_RECIPE, 'ftwt'), **common, 'method': 'ftwt',
+                                       'epochs': a.epochs, 'out': str(out)}))
     if not a.train_baseline: return None, ftwt
-    return TrainConfig(
-        **{
-            **load_recipe(QUICKSTART_RECIPE, 'baseline'),
-            **common,
-            'epochs': a.train_baseline,
-            'out': str(out / 'baseline'),
-        }
-    ), ftwt
+    baseline = {**load_recipe(QUICKSTART_RECIPE, 'baseline'), **common, 'epochs': a.train_baseline}
+    return TrainConfig(**baseline, out=str(out / 'baseline')), ftwt
 
 # %% ../nbs/09_cli.ipynb #c023b
-def quickstart(a: argparse.Namespace) -> list[dict]:
+def baseline_row(model: torch.nn.Module,  # the dense baseline, on `rt.device`
+                 ck: dict,                # its checkpoint
+                 ftwt: TrainConfig,       # the quickstart's FTWT config (architecture, max_steps)
+                 rt,                      # the `Runtime` of `ftwt`
+                 test_loader,             # the FTWT runs' test batches: a like-for-like row
+                ) -> dict:                # the table's first row
+    "The quickstart table's baseline row, measured on the FTWT runs' test images."
+    res = evaluate(model, test_loader, rt, static_macs(model, input_size(ftwt.arch)), ftwt.max_steps)
+    return dict(run='baseline', method='baseline', r=None, epochs=ck['epoch'], estimated_reduction=None,
+                **{k: v for k, v in res.items() if k in METRIC_KEYS})
+
+def quickstart_estimates(model: torch.nn.Module,  # the dense baseline
+                         ck: dict,                # its checkpoint
+                         ftwt: TrainConfig,       # the quickstart's FTWT config (data folder)
+                         a: argparse.Namespace,   # parsed `quickstart_parser` arguments
+                        ) -> dict:                # r -> estimated FLOPs reduction (%), for `DEFAULT_RS` and `a.r`
+    "The dense estimate before training on 4 batches of 128 training images; writes estimate.png under `a.out`."
+    batches = estimation_batches(ck, ftwt.data, a.download, 4, 128, a.device)
+    curve = reduction_curve(model.to(batches[0].device), batches, sorted(set(DEFAULT_RS) | set(a.r)), how='dense')
+    Path(a.out).mkdir(parents=True, exist_ok=True); plot_budget(curve).savefig(Path(a.out) / 'estimate.png', dpi=110)
+    return {e['r']: e['reduction'] for e in curve}
+
+def ftwt_row(m: dict,            # the run's metrics (`fit`)
+             ftwt: TrainConfig,  # its config
+             estimated: float,   # the reduction estimated before training (%)
+            ) -> dict:           # a row of the table
+    "The quickstart table's row of one FTWT run."
+    return dict(run=f'FTWT r={ftwt.r:g}', method='ftwt', mode=ftwt.mode, softmax=ftwt.softmax, r=ftwt.r,
+                epochs=ftwt.epochs, estimated_reduction=estimated, **{k: m[k] for k in METRIC_KEYS})
+
+# %% ../nbs/09_cli.ipynb #c023c
+def report_quickstart(rows: list[dict],  # the table's rows: the baseline, then one per r
+                      out: Path,         # the quickstart's folder
+                      base: Path,        # the baseline checkpoint FTWT started from
+                     ) -> str:           # the table, in markdown
+    "Write results.md and accuracy_vs_flops.png under `out`; print the table and a line per FTWT run."
+    table = markdown_table(rows, QUICKSTART_COLUMNS) + '\n'
+    (out / 'results.md').write_text(f"# hebbnb quickstart\n\nCIFAR-10 ResNet-20: FTWT for {rows[-1]['epochs']} "
+                                    f"epochs from the baseline `{base}`.\n\n{table}")
+    fig = plot_accuracy_vs_flops(rows, 'hebbnb quickstart: CIFAR-10 ResNet-20')
+    fig.savefig(out / 'accuracy_vs_flops.png', dpi=110)
+    print('\n' + table)
+    for row in rows[1:]:
+        print(f"{row['run']}: estimated {row['estimated_reduction']:.1f}% before training, realised "
+              f"{row['flops_reduction']:.1f}% exact FLOPs reduction (conv + linear MACs, heads excluded) at "
+              f"{row['top1']:.2f}% top-1 (baseline {rows[0]['top1']:.2f}%); {row['dynamic_filters']:.1f}% of the "
+              "gated filters change with the input (dynamic), the rest are kept or dropped for every image (static)")
+    print(estimate_note())
+    return table
+
+def quickstart(a: argparse.Namespace,       # parsed `quickstart_parser` arguments
+               command: str | None = None,  # the command line, recorded in each run's metrics.json
+              ) -> list[dict]:              # the table's rows: the baseline, then one per r
     "Run the quickstart; write results.md, accuracy_vs_flops.png and estimate.png under `a.out`."
     t0, out = time.time(), Path(a.out)
     for r in a.r: check_r(r)
     baseline, ftwt = quickstart_configs(a)
-    print(
-        f"hebbnb quickstart: FTWT on CIFAR-10 ResNet-20, {ftwt.epochs} epochs per r on {ftwt.subset or 'all 50,000'} training images, "
-        f"tested on {ftwt.test_subset or 'all 10,000'} test images{' (--fast: figures meaningless)' if a.fast else ''}.",
-        flush=True,
-    )
-    if baseline:
-        fit(baseline)
-        base = out / 'baseline' / 'last.pt'
-    else: base = shipped_checkpoint()
+    print(f"hebbnb quickstart: FTWT on CIFAR-10 ResNet-20, {ftwt.epochs} epochs per r on {ftwt.subset or 'all 50,000'} "
+          f"training images, tested on {ftwt.test_subset or 'all 10,000'} test images"
+          f"{' (--fast: figures meaningless)' if a.fast else ''}.", flush=True)
+    if baseline: fit(baseline, command=command)
+    base = out / 'baseline' / 'last.pt' if baseline else shipped_checkpoint()
     model, ck = model_from_checkpoint(base, 'none')
     rt = setup_runtime(ftwt)
-    test_loader = make_data(ftwt, rt)[1]            # the FTWT runs' test images, for a like-for-like baseline row
     model = model.to(rt.device, memory_format=torch.channels_last)
-    rows = [
-        dict(
-            run='baseline',
-            method='baseline',
-            r=None,
-            epochs=ck['epoch'],
-            estimated_reduction=None,
-            **{
-                k: v
-                for k, v in evaluate(
-                    model, test_loader, rt, static_macs(model, input_size(ftwt.arch)), ftwt.max_steps
-                ).items()
-                if k in METRIC_KEYS
-            },
-        )
-    ]
-    batches = estimation_batches(ck, ftwt.data, a.download, 4, 128, a.device)
-    curve = reduction_curve(model.to(batches[0].device), batches, sorted(set(DEFAULT_RS) | set(a.r)), how='dense')
-    out.mkdir(parents=True, exist_ok=True); plot_budget(curve).savefig(out / 'estimate.png', dpi=110)
-    estimated = {e['r']: e['reduction'] for e in curve}
+    rows = [baseline_row(model, ck, ftwt, rt, make_data(ftwt, rt)[1])]
+    estimated = quickstart_estimates(model, ck, ftwt, a)
     for r in a.r:
-        print(
-            f"r = {r:g}: estimated before training: {estimated[r]:.1f}% fewer FLOPs (dense estimator); now training FTWT",
-            flush=True,
-        )
-        m = fit(TrainConfig(**{**asdict(ftwt), 'init': str(base), 'r': r, 'out': str(out / f'ftwt_r{r:g}')}))
-        rows.append(
-            dict(
-                run=f'FTWT r={r:g}',
-                method='ftwt',
-                mode=ftwt.mode,
-                softmax=ftwt.softmax,
-                r=r,
-                epochs=a.epochs,
-                estimated_reduction=estimated[r],
-                **{k: m[k] for k in METRIC_KEYS},
-            )
-        )
-    table = markdown_table(rows, QUICKSTART_COLUMNS) + '\n'
-    (out / 'results.md').write_text(
-        f"# hebbnb quickstart\n\nCIFAR-10 ResNet-20: FTWT for {a.epochs} epochs from the baseline `{base}`.\n\n{table}"
-    )
-    plot_accuracy_vs_flops(rows, 'hebbnb quickstart: CIFAR-10 ResNet-20').savefig(
-        out / 'accuracy_vs_flops.png', dpi=110
-    )
-    print('\n' + table)
-    for row in rows[1:]:
-        print(
-            f"{row['run']}: estimated {row['estimated_reduction']:.1f}% before training, realised {row['flops_reduction']:.1f}% exact FLOPs reduction "
-            f"(conv + linear MACs, heads excluded) at {row['top1']:.2f}% top-1 (baseline {rows[0]['top1']:.2f}%); {row['dynamic_filters']:.1f}% of the "
-            "gated filters change with the input (dynamic), the rest are kept or dropped for every image (static)"
-        )
-    print(estimate_note())
-    print(
-        f"wrote {out / 'results.md'}, {out / 'accuracy_vs_flops.png'} and {out / 'estimate.png'} in {time.time() - t0:.0f} s"
-    )
+        print(f"r = {r:g}: estimated before training: {estimated[r]:.1f}% fewer FLOPs (dense estimator); "
+              "now training FTWT", flush=True)
+        cfg = TrainConfig(**{**asdict(ftwt), 'init': str(base), 'r': r, 'out': str(out / f'ftwt_r{r:g}')})
+        rows.append(ftwt_row(fit(cfg, command=command), cfg, estimated[r]))
+    report_quickstart(rows, out, base)
+    print(f"wrote {out / 'results.md'}, {out / 'accuracy_vs_flops.png'} and {out / 'estimate.png'} "
+          f"in {time.time() - t0:.0f} s")
     return rows
 
-def quickstart_main(argv=None):
+def quickstart_main(argv=None):  # command-line arguments; default sys.argv[1:]
     "Console script `hebbnb-quickstart`."
-    sys.exit(run_cli('hebbnb-quickstart', lambda argv: quickstart(quickstart_parser().parse_args(argv)), argv))
+    def go(argv):
+        argv = _argv(argv)
+        quickstart(parse_cli(quickstart_parser(), argv), shlex.join(['hebbnb-quickstart', *argv]))
+    sys.exit(run_cli('hebbnb-quickstart', go, argv))
 
 # %% ../nbs/09_cli.ipynb #c028
+def _checked(parser, run):
+    "`run(argv)` once `parse_cli(parser(), argv)` has found argv good (one-line usage errors, shared path checks)."
+    def go(argv): parse_cli(parser(), argv); run(argv)
+    return go
+
 def bench_main(argv=None):  # command-line arguments; default sys.argv[1:]
     "Console script `hebbnb-bench`: time dense, gated, executor and export variants (`hebbnb.bench.run_bench`)."
-    from hebbnb.bench import run_bench
-    sys.exit(run_cli('hebbnb-bench', run_bench, argv))
+    from hebbnb.bench import bench_parser, run_bench
+    sys.exit(run_cli('hebbnb-bench', _checked(bench_parser, run_bench), argv))
 
 def export_main(argv=None):  # command-line arguments; default sys.argv[1:]
-    "Console script `hebbnb-export`: a physically smaller network from an FTWT checkpoint (`hebbnb.export.run_export`)."
-    from hebbnb.export import run_export
-    sys.exit(run_cli('hebbnb-export', run_export, argv))
+    "Console script `hebbnb-export`: a smaller network from an FTWT checkpoint (`hebbnb.export.run_export`)."
+    from hebbnb.export import export_parser, run_export
+    sys.exit(run_cli('hebbnb-export', _checked(export_parser, run_export), argv))

@@ -33,7 +33,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # %% ../nbs/07_data.ipynb #c009
 def _project_path(p: Path) -> Path:
-    "`p` if absolute or existing, else `p` under the nearest parent folder holding `pyproject.toml` when it exists there"
+    "`p` if absolute or existing, else `p` under the nearest parent holding `pyproject.toml` if it exists there."
     if p.is_absolute() or p.exists(): return p
     for d in Path.cwd().parents:
         if (d/'pyproject.toml').exists(): return d/p if (d/p).exists() else p
@@ -180,7 +180,8 @@ def balanced_subset(y: Tensor, # labels (N,)
 # %% ../nbs/07_data.ipynb #c025
 def crop_flip(xp: Tensor, # padded uint8 images, channels last (N, H + 2*pad, W + 2*pad, 3)
               idx: Tensor, # which images (B,)
-              oy: Tensor, ox: Tensor, # crop offsets in [0, 2*pad] (B,)
+              oy: Tensor, # (B,) vertical crop offsets in [0, 2*pad], pixels
+              ox: Tensor, # (B,) horizontal crop offsets in [0, 2*pad], pixels
               flip: Tensor, # mirror horizontally (B,) bool
               size: int=32, # crop side
              ) -> Tensor: # (B, size, size, 3)
@@ -192,9 +193,11 @@ def crop_flip(xp: Tensor, # padded uint8 images, channels last (N, H + 2*pad, W 
 
 # %% ../nbs/07_data.ipynb #c028
 def epoch_order(n: int, # dataset size
-                epoch: int, seed: int=0,
+                epoch: int, # 0-based epoch: with `seed`, fixes the permutation
+                seed: int=0, # the run's seed
                 train: bool=True, # shuffle (train) or keep the natural order (eval)
-                rank: int=0, world_size: int=1,
+                rank: int=0, # this process among `world_size` (DDP)
+                world_size: int=1, # processes sharing the data; training drops the last n % world_size samples
                ) -> Tensor: # this rank's sample indices, int64
     "This rank's samples for `epoch`: a shard of one seeded permutation (train) or of `arange(n)` (eval)."
     if not train: return torch.arange(rank, n, world_size)
@@ -203,14 +206,22 @@ def epoch_order(n: int, # dataset size
 
 # %% ../nbs/07_data.ipynb #c031
 class CifarBatches:
-    "Normalised batches from uint8 CIFAR tensors kept on `device`; when `train`, shuffled and crop/flip-augmented there."
-    def __init__(self, x: Tensor, y: Tensor, # uint8 images (N, 3, 32, 32) and labels (N,)
-                 batch_size: int, train: bool, # train: reshuffle + augment every epoch
-                 device='cpu', seed: int=0, # where batches are built; seeds order and augmentation
-                 rank: int=0, world_size: int=1, # DDP: take this rank's shard
+    "Normalised batches from uint8 CIFAR tensors kept on `device`; when `train`, shuffled and crop/flip-augmented."
+    def __init__(self,
+                 x: Tensor, # (N, 3, 32, 32) uint8 images
+                 y: Tensor, # (N,) labels
+                 batch_size: int, # images per batch (per process)
+                 train: bool, # reshuffle and augment every epoch
+                 device='cpu', # where the images are kept and batches are built
+                 seed: int=0, # seeds the order and the augmentation
+                 rank: int=0, # DDP: this process's shard of `epoch_order`
+                 world_size: int=1, # DDP: processes sharing the data
                  drop_last: bool|None=None, # default: True when training, False for evaluation
                  channels_last: bool=True, # return channels-last memory format
-                 mean=CIFAR_MEAN['cifar10'], std=CIFAR_STD['cifar10'], pad: int=4): # normalisation; crop padding
+                 mean=CIFAR_MEAN['cifar10'], # per-channel mean of the [0, 1] images (`CIFAR_MEAN`)
+                 std=CIFAR_STD['cifar10'], # per-channel standard deviation (`CIFAR_STD`)
+                 pad: int=4, # zero padding before the random 32x32 crop, pixels (He et al. 2016)
+                ):
         self.bs, self.train, self.seed, self.rank, self.ws, self.pad = batch_size, train, seed, rank, world_size, pad
         self.drop_last, self.channels_last, self.epoch = train if drop_last is None else drop_last, channels_last, 0
         x = x.to(device).permute(0, 2, 3, 1)                                    # (N, 32, 32, 3)
@@ -219,7 +230,9 @@ class CifarBatches:
         m, s = torch.tensor(mean, device=device), torch.tensor(std, device=device)
         self.scale, self.shift = 1 / (255 * s), -m / s                          # (x/255 - m)/s = x*scale + shift
         self.n = len(epoch_order(len(y), 0, seed, train, rank, world_size))     # samples per epoch on this rank
-    def set_epoch(self, epoch: int): self.epoch = epoch
+    def set_epoch(self, epoch: int):  # 0-based; the next iteration uses this epoch's order and augmentation
+        "Fix the epoch of the next pass (as `DistributedSampler.set_epoch`): resuming mid-run repeats its batches."
+        self.epoch = epoch
     def __len__(self): return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
     def __iter__(self):
         e, self.epoch, dev = self.epoch, self.epoch + 1, self.x.device
@@ -236,15 +249,18 @@ class CifarBatches:
 
 # %% ../nbs/07_data.ipynb #c035
 def show_batch(xb: Tensor, # normalised images (B, 3, H, W)
-               yb: Tensor, classes: list, # labels (B,) and class names
-               n: int=32, ncols: int=8, # how many to show, per row
-               mean=CIFAR_MEAN['cifar10'], std=CIFAR_STD['cifar10']):
+               yb: Tensor, # (B,) labels
+               classes: list, # class names, indexed by label
+               n: int=32, # how many images to show (at most B)
+               ncols: int=8, # images per row
+               mean=CIFAR_MEAN['cifar10'], # the per-channel mean the batch was normalised with
+               std=CIFAR_STD['cifar10'], # the per-channel standard deviation it was normalised with
+              ):
     "A grid of the first `n` images of a normalised batch with their class names; returns the Figure."
     import matplotlib.pyplot as plt
     n = min(n, len(xb)); nrows = math.ceil(n / ncols)
-    img = (xb[:n].detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(
-        0, 1
-    )
+    img = xb[:n].detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    img = img.clamp(0, 1)   # (n, 3, H, W) in [0, 1]
     fig, axs = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.35 * nrows), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
@@ -286,18 +302,23 @@ def imagenet_sample(data: str|Path|None=None, # data root, see `data_root`
 # %% ../nbs/07_data.ipynb #c042
 class ShardSampler(Sampler):
     "Indices `rank, rank + world_size, ...` of `n`: every sample on exactly one process, none repeated (evaluation)."
-    def __init__(self, n: int, rank: int|None=None, world_size: int|None=None):  # default: this process in the group
-        self.idx = range(
-            dist.get_rank() if rank is None else rank, n, dist.get_world_size() if world_size is None else world_size
-        )
+    def __init__(self,
+                 n: int, # dataset size
+                 rank: int|None=None, # this process; default: its rank in the initialised process group
+                 world_size: int|None=None, # processes; default: the process group's size
+                ):
+        rank = dist.get_rank() if rank is None else rank
+        self.idx = range(rank, n, dist.get_world_size() if world_size is None else world_size)
 
     def __iter__(self): return iter(self.idx)
     def __len__(self): return len(self.idx)
 
 def imagenet_loaders(data: str|Path|None=None, # data root, see `data_root`
-                     batch_size: int=256, workers: int=4, # per process
+                     batch_size: int=256, # images per batch, per process
+                     workers: int=4, # loader worker processes, per process
                      distributed: bool=False, # use DistributedSampler (needs an initialised process group)
-                     train_dir: str|Path|None=None, val_dir: str|Path|None=None, # explicit ImageFolder roots
+                     train_dir: str|Path|None=None, # explicit training ImageFolder root; None: no training loader
+                     val_dir: str|Path|None=None, # explicit validation ImageFolder root (needed with `train_dir`)
                     ) -> tuple: # (train_loader or None, val_loader)
     "ImageNet `DataLoader`s over `ImageFolder`s with the standard train and evaluation transforms."
     if train_dir is None and val_dir is None:
@@ -336,7 +357,7 @@ def _one_batch_at_least(train,             # training batches (CifarBatches or D
     return train
 
 # %% ../nbs/07_data.ipynb #dl09
-def make_data(cfg,             # a TrainConfig: reads dataset, data, download, subset, test_subset, seed, batch_size, workers
+def make_data(cfg,             # a TrainConfig: dataset, data, download, subset, test_subset, seed, batch_size, workers
               rt,              # a Runtime: device, rank and world size of this process
              ) -> tuple:        # (training batches, evaluation batches, number of classes)
     "Training batches, evaluation batches and the number of classes for `cfg.dataset`."

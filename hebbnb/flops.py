@@ -27,7 +27,9 @@ def static_macs(model: nn.Module,        # dense or gated model
     "Dense MACs of the conv and linear layers of `model` for one input (a gated model's predictor heads excluded)."
     return dense_macs(copy.deepcopy(model), tuple(input_size))
 
-def conv_macs_per_sample(conv: nn.Conv2d, out_hw: int) -> int:
+def conv_macs_per_sample(conv: nn.Conv2d,  # the conv to count
+                         out_hw: int,      # H_out * W_out, its output positions
+                        ) -> int:          # its weights' MACs for one sample
     "Deprecated: `conv_macs(conv.in_channels, conv.out_channels, conv.kernel_size, out_hw, conv.groups)`."
     _deprecated('conv_macs_per_sample', 'hebbnb.predictor.conv_macs')
     return conv_macs(conv.in_channels, conv.out_channels, conv.kernel_size, out_hw, conv.groups)
@@ -89,6 +91,19 @@ def _grouped_macs(out_active: Tensor,   # (B, C_out) bool
 
 _NO_RECORD = "no eval-mode forward recorded: instrument(model) (gate does), model.eval() and run a forward first"
 
+def _conv_layer_macs(m: nn.Conv2d, src: nn.Module, dense: bool) -> Tensor:  # (B,); src: m, or the GatedConv of m
+    if getattr(src, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)  # the record lives on src
+    in_active = torch.ones_like(src.in_active) if dense else src.in_active  # (B, C_in) bool
+    if src is not m and not dense: out_active = src.mask != 0                # (B, C) bool: the filters the gate kept
+    else: out_active = torch.ones(len(in_active), m.out_channels, dtype=torch.bool, device=in_active.device)
+    return _grouped_macs(out_active, in_active, m.groups, m.kernel_size, src.out_hw)
+
+def _linear_layer_macs(m: nn.Linear, dense: bool) -> Tensor:  # (B,) active inputs x outputs
+    if getattr(m, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
+    in_active = torch.ones_like(m.in_active) if dense else m.in_active  # (B, in_features) bool
+    return in_active.flatten(1).float().sum(1) * m.out_features
+
+# %% ../nbs/06_flops.ipynb #c010b
 def layer_macs(model: nn.Module,     # a gated model after an eval-mode forward
                dense: bool = False,  # count every channel as active: the dense cost at the last forward's sizes
               ) -> dict[str, Tensor]:  # layer name -> (B,) exact MACs of every sample of the last forward
@@ -99,19 +114,8 @@ def layer_macs(model: nn.Module,     # a gated model after an eval-mode forward
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and id(m) not in heads:
             name, src = gated.get(id(m), (name, m))  # a gated conv's record lives on its GatedConv
-            if getattr(src, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
-            in_active = torch.ones_like(src.in_active) if dense else src.in_active  # (B, C_in) bool
-            out_active = (
-                src.mask != 0
-                if src is not m and not dense
-                else torch.ones(len(in_active), m.out_channels, dtype=torch.bool, device=in_active.device)
-            )
-            out[name] = _grouped_macs(out_active, in_active, m.groups, m.kernel_size, src.out_hw)
-        elif isinstance(m, nn.Linear):
-            if getattr(m, 'in_active', None) is None: raise RuntimeError(_NO_RECORD)
-            out[name] = (torch.ones_like(m.in_active) if dense else m.in_active).flatten(1).float().sum(
-                1
-            ) * m.out_features
+            out[name] = _conv_layer_macs(m, src, dense)
+        elif isinstance(m, nn.Linear): out[name] = _linear_layer_macs(m, dense)
     return out
 
 def _exact_macs(model: nn.Module) -> Tensor:  # (B,)
@@ -140,7 +144,8 @@ def dynamic_macs(model: nn.Module,          # a gated model after a forward
     if convention == 'paper': return _paper_macs(model)
     raise ValueError(f"convention must be 'exact' or 'paper', got {convention!r}")
 
-def head_macs(model: nn.Module) -> int:
+def head_macs(model: nn.Module,  # a gated model (a dense one has no heads: 0)
+             ) -> int:
     "MACs per sample of all predictor heads of a gated model (pooling excluded)."
     return sum(g.conv.in_channels * g.conv.out_channels for g in gated_layers(model))
 
@@ -157,6 +162,7 @@ def oracle_copy(model: nn.Module,          # dense or gated model (left untouche
     if not gated_layers(m): m = gate(m, labels=labels, keep=keep)
     return set_mask_source(m, 'oracle').eval()
 
+# %% ../nbs/06_flops.ipynb #c018b
 ESTIMATORS = ('dense', 'forward')
 
 @torch.no_grad()
@@ -168,6 +174,7 @@ def _apply_labels(gm: nn.Module, x: Tensor, how: str):
     set_mask_source(gm, 'given'); gm(x)                      # then all those labels at once
     set_mask_source(gm, 'oracle')
 
+# %% ../nbs/06_flops.ipynb #c018c
 @torch.no_grad()
 def _measure(gm: nn.Module, batches, r: float, static: int, how: str = 'dense') -> dict:
     set_r(gm, r)
@@ -185,9 +192,10 @@ def _measure(gm: nn.Module, batches, r: float, static: int, how: str = 'dense') 
 # %% ../nbs/06_flops.ipynb #c019
 def reduction_curve(model: nn.Module,    # dense or gated model
                     batches,             # list of (B, C, H, W) tensors or (x, y) pairs
-                    rs,                  # thresholds to estimate
-                    labels: str = 'mass', keep: float | None = None,
-                    how: str = 'dense',  # labels read off a dense forward ('dense') or applied as the forward goes ('forward')
+                    rs,                  # thresholds r to estimate, each in (0, 1] (else ValueError)
+                    labels: str = 'mass',  # label rule of the copy gated here: 'mass' or 'uniform'
+                    keep: float | None = None,  # kept share for labels='uniform' (required there)
+                    how: str = 'dense',  # labels read off one dense forward ('dense') or applied as it goes ('forward')
                    ) -> list[dict]:
     "Before-training FLOPs-reduction estimates (in %) of a model for several thresholds r."
     batches = list(batches)
@@ -198,11 +206,24 @@ def reduction_curve(model: nn.Module,    # dense or gated model
     names = [n for n, m in gm.named_modules() if isinstance(m, GatedConv)]
     return [dict(_measure(gm, batches, check_r(r), static, how), layers=names) for r in rs]
 
-def estimate_reduction(model: nn.Module, batches, r: float, labels: str = 'mass', keep: float | None = None, how: str = 'dense') -> dict:
+# %% ../nbs/06_flops.ipynb #c019b
+def estimate_reduction(model: nn.Module,          # dense or gated model (left untouched)
+                       batches,                   # list of (B, C, H, W) tensors or (x, y) pairs; none: ValueError
+                       r: float,                  # heatmap-mass threshold (§3.2), in (0, 1]
+                       labels: str = 'mass',      # 'mass' or 'uniform' labels
+                       keep: float | None = None,  # kept share for labels='uniform'
+                       how: str = 'dense',        # estimator: 'dense' or 'forward' (see `reduction_curve`)
+                      ) -> dict:                  # one entry of `reduction_curve`: r, reduction (%), keep, ...
     "Before-training FLOPs-reduction estimate (in %) at threshold `r`, with per-layer keep ratios."
     return reduction_curve(model, batches, [r], labels, keep, how)[0]
 
 # %% ../nbs/06_flops.ipynb #c023
+def _check_reachable(target: float, hi: dict, lo: dict, tol: float):  # hi: the estimate at r = 1, lo: at r -> 0
+    if not hi['reduction'] - tol <= target <= lo['reduction'] + tol:
+        raise ValueError(f"target {target}% is out of reach: this model's estimates span "
+                         f"{hi['reduction']:.1f}% (r=1) to {lo['reduction']:.1f}% (r->0)")
+
+# %% ../nbs/06_flops.ipynb #c023b
 def r_for_budget(model: nn.Module,   # dense or gated model
                  batches,            # list of (B, C, H, W) tensors or (x, y) pairs
                  target: float,      # wanted FLOPs reduction, in %
@@ -217,10 +238,7 @@ def r_for_budget(model: nn.Module,   # dense or gated model
     static = static_macs(gm, tuple(next(_tensors(batches)).shape[1:]))
     measure = lambda r: _measure(gm, batches, r, static, how)
     hi, lo = measure(1.0), measure(1e-3)
-    if not hi['reduction'] - tol <= target <= lo['reduction'] + tol:
-        raise ValueError(
-            f"target {target}% is out of reach: this model's estimates span {hi['reduction']:.1f}% (r=1) to {lo['reduction']:.1f}% (r->0)"
-        )
+    _check_reachable(target, hi, lo, tol)
     best, (a, b) = min((hi, lo), key=lambda e: abs(e['reduction'] - target)), (lo['r'], hi['r'])
     for _ in range(max_iter):
         if abs(best['reduction'] - target) <= tol: break
@@ -243,8 +261,8 @@ def plot_budget(curve: list[dict],             # output of `reduction_curve`
     if target is not None: a1.axhline(target, color='gray', ls=':', label=f'target {target:g}%')
     a1.set(xlabel='heatmap-mass threshold r', ylabel='estimated FLOPs reduction (%)', title='before-training estimate')
     a1.legend(fontsize=8)
-    sns.heatmap([e['keep'] for e in curve], ax=a2, vmin=0, vmax=1, cmap='viridis', yticklabels=[f'{r:g}' for r in rs],
-                cbar_kws=dict(label='mean keep ratio k/C'))   # (R, L): one row per r
+    sns.heatmap([e['keep'] for e in curve], ax=a2, vmin=0, vmax=1, cmap='viridis',   # (R, L): one row per r
+                yticklabels=[f'{r:g}' for r in rs], cbar_kws=dict(label='mean keep ratio k/C'))
     a2.set(xlabel='gated layer l', ylabel='r', title='per-layer keep ratio')
     a2.tick_params(axis='y', rotation=0)
     fig.tight_layout()

@@ -39,8 +39,8 @@ class GatedConv(nn.Module):
                  bn: nn.Module,               # its batch norm
                  act: nn.Module | None = None,  # its activation (None: identity)
                  r: float = 0.9,              # heatmap-mass threshold of the labels
-                 mode: str = 'decoupled',     # 'decoupled': the mask loss stops at the head; 'joint': it reaches the backbone
-                 labels: str | LabelRule = 'mass',  # a label rule, or 'mass' (per-input k) / 'uniform' (fixed share `keep`)
+                 mode: str = 'decoupled',     # 'decoupled': the mask loss trains the head only; 'joint': also the rest
+                 labels: str | LabelRule = 'mass',  # a label rule, or 'mass' (per-input k) / 'uniform' (share `keep`)
                  pool: str = 'avg',           # the predictor's global pooling: 'avg' or 'max'
                  keep: float | None = None,   # kept share of filters for labels='uniform' (required there)
                  softmax: bool = True,        # softmax over the predictor's pooled input
@@ -57,10 +57,13 @@ class GatedConv(nn.Module):
     def mask_source(self) -> str: return self._mask_source
     @mask_source.setter
     def mask_source(self, value: str): self._mask_source = _check_choice('mask_source', value, MASK_SOURCES)
-    @property
-    def apply(self): return nn.Module.apply.__get__(self)  # `nn.Module.apply`; setting it is the deprecated `mask_source`
-    @apply.setter
-    def apply(self, value: str): _deprecated('GatedConv.apply', 'GatedConv.mask_source', 4); self.mask_source = value
+
+# %% ../nbs/04_gating.ipynb #c007b
+def _module_apply(self: GatedConv): return nn.Module.apply.__get__(self)  # reading `layer.apply`: `nn.Module.apply`
+def _set_apply(self: GatedConv, value: str):  # setting it is the deprecated name of `mask_source`
+    _deprecated('GatedConv.apply', 'GatedConv.mask_source', 4); self.mask_source = value
+
+GatedConv.apply = property(_module_apply, _set_apply)
 
 # %% ../nbs/04_gating.ipynb #c009
 def _chosen_mask(self: GatedConv, dtype: torch.dtype) -> Tensor:  # (B, C)
@@ -145,7 +148,9 @@ def gate(model: nn.Module,            # a dense network built from conv-BN units
     from hebbnb.flops import instrument  # flops builds on gating: imported when first needed
     return instrument(model)
 
-def gated_layers(model: nn.Module) -> list[GatedConv]:
+# %% ../nbs/04_gating.ipynb #c017b
+def gated_layers(model: nn.Module,  # any network; one without gated layers gives []
+                ) -> list[GatedConv]:
     "The gated layers of `model`, in forward order."
     return [m for m in model.modules() if isinstance(m, GatedConv)]
 
@@ -156,12 +161,17 @@ def set_mask_source(model: nn.Module,  # a gated network
     for g in gated_layers(model): g.mask_source = source
     return model
 
-def set_apply(model: nn.Module, apply: str) -> nn.Module:
+# %% ../nbs/04_gating.ipynb #c017c
+def set_apply(model: nn.Module,  # a gated network
+              apply: str,         # one of MASK_SOURCES (see `set_mask_source`)
+             ) -> nn.Module:
     "Deprecated name of `set_mask_source`."
     _deprecated('set_apply', 'set_mask_source')
     return set_mask_source(model, apply)
 
-def set_r(model: nn.Module, r: float) -> nn.Module:
+def set_r(model: nn.Module,  # a gated network
+          r: float,          # new heatmap-mass threshold (§3.2), in (0, 1] (else `MassLabels` raises ValueError)
+         ) -> nn.Module:
     "Set the heatmap-mass threshold of every gated layer whose labels follow the heatmap mass (`MassLabels`)."
     for g in gated_layers(model):
         if isinstance(g.rule, MassLabels): g.rule = MassLabels(r, g.rule.min_keep)

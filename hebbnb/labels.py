@@ -14,10 +14,10 @@ import torch.nn.functional as F
 __all__ = ['filter_saliency', 'topk_mask', 'plot_heatmaps']
 
 # %% ../nbs/01_topk_labels.ipynb #c006
-def filter_saliency(act: Tensor,                # (B, C, H, W) a layer's output
+def filter_saliency(act: Tensor,                # (B, C, H, W) a layer's output; another rank raises ValueError
                     nonnegative: bool = False,  # act >= 0 everywhere (e.g. after a ReLU): skip the abs
                    ) -> Tensor:                 # (B, C) peak |activation| of every filter
-    "Score every filter of every sample by the spatial maximum of its absolute activation (reference: `get_fmap_criteria`)."
+    "Peak absolute activation of every filter of every sample (§3.1; reference code: `get_fmap_criteria`)."
     if act.dim() != 4:
         raise ValueError(f"filter_saliency expects (B, C, H, W) activations, got shape {tuple(act.shape)}")
     a = act.detach() if nonnegative else act.detach().abs()

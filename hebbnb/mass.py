@@ -18,7 +18,8 @@ __all__ = ['TOL', 'check_r', 'mass_k', 'mass_mask', 'uniform_mask', 'LabelRule',
 # %% ../nbs/02_heatmap_mass.ipynb #c006
 TOL = 1e-5  # tolerance of the mass comparison, as in the reference code
 
-def check_r(r: float) -> float:
+def check_r(r: float,  # heatmap-mass threshold of §3.2 (a share of mass); outside (0, 1] or NaN raises ValueError
+           ) -> float:  # the same r, as a float
     "Return `r` as a float if it is a valid heatmap-mass threshold, else raise `ValueError`."
     try: r = float(r)
     except (TypeError, ValueError): raise ValueError(f"r must be a number in (0, 1], got {r!r}") from None
@@ -31,7 +32,7 @@ def mass_k(scores: Tensor,     # (B, C) non-negative per-filter scores
            r: float,           # heatmap-mass threshold in (0, 1]
            min_keep: int = 1,  # never keep fewer filters than this
           ) -> Tensor:         # (B,) long: filters kept per sample
-    "Number of leading filters whose cumulative share of the activation mass stays within `r` (reference: `get_gt_mask_ratio`)."
+    "Per sample, how many strongest filters hold a share of the mass within `r` (§3.2; reference: `get_gt_mask_ratio`)."
     r = _check_mass_inputs(scores, r)
     return _k_of_sorted(scores.sort(1, descending=True).values, scores.sum(1, keepdim=True), r, min_keep)
 
@@ -72,11 +73,11 @@ def uniform_mask(scores: Tensor,  # (B, C) per-filter scores
 
 # %% ../nbs/02_heatmap_mass.ipynb #lr02
 class LabelRule:
-    "Turns a layer's (B, C) filter scores into (B, C) {0, 1} labels; a new rule is a subclass that implements `__call__`."
+    "Turns a layer's (B, C) filter scores into (B, C) {0, 1} labels; a new rule is a subclass with a `__call__`."
     def __call__(self, scores: Tensor) -> Tensor: raise NotImplementedError
 
 class MassLabels(LabelRule):
-    "FTWT's labels (§3.2; reference: `get_gt_mask_ratio`): per input, the strongest filters holding a share `r` of the mass."
+    "FTWT's labels (§3.2; reference: `get_gt_mask_ratio`): per input, the strongest filters holding a share `r`."
     def __init__(self, r: float,          # heatmap-mass threshold in (0, 1]
                  min_keep: int = 1,       # never keep fewer filters than this
                 ): self.r, self.min_keep = check_r(r), min_keep
@@ -92,6 +93,7 @@ class UniformLabels(LabelRule):
     def __call__(self, scores: Tensor) -> Tensor: return uniform_mask(scores, self.keep)  # (B, C) -> (B, C)
     def __repr__(self): return f'UniformLabels(keep={self.keep:g})'
 
+# %% ../nbs/02_heatmap_mass.ipynb #lr02b
 def label_rule(labels: str | LabelRule,  # a rule, or a preset name: 'mass' or 'uniform'
                r: float = 0.9,           # threshold of the 'mass' preset
                keep: float | None = None,  # kept share of the 'uniform' preset (required there)
@@ -127,6 +129,7 @@ def plot_mass(scores: Tensor,  # (C,) one sample's filter scores
     fig.tight_layout()
     return fig
 
+# %% ../nbs/02_heatmap_mass.ipynb #c015b
 def plot_k_distribution(scores: Tensor,  # (B, C) a batch of filter scores
                         rs=(0.7, 0.8, 0.9, 0.95, 1.0),  # thresholds to compare
                        ):

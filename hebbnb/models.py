@@ -24,7 +24,7 @@ __all__ = ['VGG16_CFG', 'MBV1_CFG', 'MBV2_CFG', 'CIFAR_SIZE', 'IMAGENET_SIZE', '
 # %% ../nbs/05_models.ipynb #c006
 def conv_bn(ci: int,                       # input channels
             co: int,                       # output channels C
-            ks: int = 3,                   # kernel size
+            ks: int = 3,                   # kernel side: a ks x ks kernel, padded by ks // 2
             stride: int = 1,               # stride
             groups: int = 1,               # conv groups (`ci` for a depthwise conv)
             act: type | None = nn.ReLU,    # activation class, or None for conv + BN only
@@ -47,7 +47,8 @@ def init_weights(model: nn.Module,  # model to initialise in place
     return model
 
 # %% ../nbs/05_models.ipynb #c009
-def count_params(model: nn.Module) -> int:
+def count_params(model: nn.Module,  # any torch module
+                ) -> int:           # parameters, BatchNorm affine ones included (buffers are not)
     "Number of parameters (trainable or not) of `model`."
     return sum(p.numel() for p in model.parameters())
 
@@ -116,16 +117,14 @@ class CifarResNet(nn.Module):
         if (depth - 2) % 6: raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
         self.stem = conv_bn(3, 16)
-        self.layer1, self.layer2, self.layer3 = (
-            self._stage(16, 16, n, 1),
-            self._stage(16, 32, n, 2),
-            self._stage(32, 64, n, 2),
-        )
+        self.layer1, self.layer2 = self._stage(16, 16, n, 1), self._stage(16, 32, n, 2)
+        self.layer3 = self._stage(32, 64, n, 2)
         self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(64, num_classes)
         init_weights(self)
 
     @staticmethod
-    def _stage(ci, co, n, stride): return nn.Sequential(*[BasicBlock(ci if i == 0 else co, co, stride if i == 0 else 1) for i in range(n)])
+    def _stage(ci, co, n, stride):  # n BasicBlocks; the first one changes the width and the resolution
+        return nn.Sequential(*[BasicBlock(ci if i == 0 else co, co, stride if i == 0 else 1) for i in range(n)])
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, 32, 32) -> (B, num_classes)
         x = self.stem(x)                         # (B, 16, 32, 32)
@@ -166,6 +165,7 @@ def dw_separable(ci: int,          # input channels
     "Depthwise 3x3 conv-BN-ReLU followed by pointwise 1x1 conv-BN-ReLU."
     return nn.Sequential(conv_bn(ci, ci, 3, stride, groups=ci), conv_bn(ci, co, 1))
 
+# %% ../nbs/05_models.ipynb #c024b
 class MobileNetV1(nn.Module):
     "MobileNetV1: a 3x3 stem conv to 32 channels, 13 depthwise-separable blocks, average pool, linear head."
     def __init__(self, num_classes: int = 10,   # classes of the linear head
@@ -213,7 +213,7 @@ MBV2_CFG = [
     (6, 320, 1, 1),
 ]  # (t, c, n, s)
 
-
+# %% ../nbs/05_models.ipynb #c028b
 class MobileNetV2(nn.Module):
     "MobileNetV2 for 32x32 inputs (kuangliu/pytorch-cifar variant): stem, inverted residuals, 1x1 conv to 1280, linear."
     def __init__(self, num_classes: int = 10,   # classes of the linear head
@@ -250,9 +250,12 @@ class ModelSpec:
     num_classes: int                  # default number of classes
     weights: str | None = None        # torchvision pretrained weights, e.g. 'ResNet18_Weights.IMAGENET1K_V1'
 
+# %% ../nbs/05_models.ipynb #c034b
 MODELS: dict[str, ModelSpec] = {}
 
-def register(name: str, spec: ModelSpec):
+def register(name: str,        # the name `create` and the CLI accept; an existing name is replaced
+             spec: ModelSpec,  # how to build it, its input size and default classes
+            ):
     "Add `spec` to the registry under `name`."
     MODELS[name] = spec
 
@@ -264,7 +267,8 @@ def _spec(name):
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
     return MODELS[name]
 
-def input_size(name: str) -> tuple[int, int, int]:
+def input_size(name: str,  # one of `available()`; another name raises ValueError listing them
+              ) -> tuple[int, int, int]:  # (C, H, W)
     "Input (C, H, W) the named model expects."
     return _spec(name).size
 
@@ -324,7 +328,8 @@ def size_table(names: list[str] | None = None,  # models to measure; default all
     return out
 
 # %% ../nbs/05_models.ipynb #c042
-def conv_widths(model: nn.Module) -> list[int]:
+def conv_widths(model: nn.Module,  # any network
+               ) -> list[int]:     # C of each Conv2d, depthwise ones included
     "Output channels C of every Conv2d of `model`, in definition order."
     return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
 

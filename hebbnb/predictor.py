@@ -32,7 +32,8 @@ class MaskPredictor(nn.Module):
         return F.linear(z, self.fc.weight.flatten(1), self.fc.bias)  # = self.fc on the (B, C_in, 1, 1) map
 
 # %% ../nbs/03_mask_predictor.ipynb #c009
-def binarize(logits: Tensor) -> Tensor:  # (B, C) -> (B, C) float {0, 1}
+def binarize(logits: Tensor,  # (B, C) predictor logits (§3.3: a filter runs when sigmoid(logit) > 0.5)
+            ) -> Tensor:      # (B, C) float {0, 1}, with the identity gradient of `logits`
     "1 where sigmoid(logit) > 0.5 else 0, with a straight-through (identity) gradient."
     hard = (logits > 0).to(logits.dtype)
     return hard + (logits - logits.detach())

@@ -27,7 +27,7 @@ def read_rows(path,  # a results CSV (str or Path), or an open text stream such 
              ) -> list[dict]:
     "The rows of a results CSV, each cell typed by `number`."
     with open(path, newline='') if isinstance(path, (str, Path)) else path as f:
-        return [{k: number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 # %% ../nbs/08a_results.ipynb #c010
 def run_label(row: dict,           # a typed row of a results CSV (`read_rows`)
@@ -51,9 +51,9 @@ def markdown_table(rows: list[dict],   # typed rows (`read_rows`)
                    columns: list[tuple],  # one (header, key of the row or function of it, format spec) per column
                   ) -> str:
     "A markdown table with one line per row."
-    value = lambda r, k: k(r) if callable(k) else r[k]
+    value = lambda row, k: k(row) if callable(k) else row[k]
     lines = ['| ' + ' | '.join(c[0] for c in columns) + ' |', '|' + '---|' * len(columns)]
-    lines += ['| ' + ' | '.join(cell(value(r, k), f) for _, k, f in columns) + ' |' for r in rows]
+    lines += ['| ' + ' | '.join(cell(value(row, k), f) for _, k, f in columns) + ' |' for row in rows]
     return '\n'.join(lines)
 
 # %% ../nbs/08a_results.ipynb #c016
@@ -61,7 +61,8 @@ def markdown_table(rows: list[dict],   # typed rows (`read_rows`)
 KINDS = {'baseline': ('*', 'k'), 'FTWT decoupled': ('o', 'tab:blue'), 'FTWT joint': ('s', 'tab:orange'),
          'uniform labels': ('^', 'tab:red'), 'FTWT decoupled, no softmax': ('D', 'tab:green')}
 
-def run_kind(row: dict) -> str:  # a typed row of results/cifar10_resnet20.csv
+def run_kind(row: dict,  # a typed row of results/cifar10_resnet20.csv (`read_rows`)
+            ) -> str:    # a key of `KINDS`
     "The legend entry of a run: method and mode, and whether its heads drop the softmax."
     if row['method'] in ('baseline', 'uniform'): return 'baseline' if row['method'] == 'baseline' else 'uniform labels'
     return f"FTWT {row['mode']}" + ('' if row['softmax'] else ', no softmax')
@@ -76,13 +77,13 @@ def plot_accuracy_vs_flops(rows: list[dict],  # typed rows of results/cifar10_re
     x = 'flops_reduction_paper' if paper else 'flops_reduction'
     fig, ax = plt.subplots(figsize=(6.2, 4))
     for kind, (marker, colour) in KINDS.items():
-        pts = [r for r in rows if run_kind(r) == kind]
-        if pts: ax.scatter([r[x] for r in pts], [r['top1'] for r in pts], marker=marker,
+        pts = [row for row in rows if run_kind(row) == kind]
+        if pts: ax.scatter([row[x] for row in pts], [row['top1'] for row in pts], marker=marker,
                            s=70 if kind == 'baseline' else 40, color=colour, label=kind, zorder=3)
-        for r in pts if kind != 'baseline' else []:
-            text = f"r={r['r']:g}, {r['epochs']}ep" if r['r'] is not None else f"keep {r['keep']:g}"
-            ax.annotate(text, (r[x], r['top1']), textcoords='offset points', xytext=(4, 4), fontsize=7)
-    base = next(r for r in rows if r['method'] == 'baseline')
+        for row in pts if kind != 'baseline' else []:
+            text = f"r={row['r']:g}, {row['epochs']}ep" if row['r'] is not None else f"keep {row['keep']:g}"
+            ax.annotate(text, (row[x], row['top1']), textcoords='offset points', xytext=(4, 4), fontsize=7)
+    base = next(row for row in rows if row['method'] == 'baseline')
     ax.axhline(base['top1'] - 1, color='gray', ls=':', lw=1, label='baseline - 1 point')
     ax.set(xlabel=f"FLOPs reduction, {'paper convention' if paper else 'exact'} (%)", ylabel='top-1 (%)', title=title)
     ax.grid(alpha=0.3); ax.legend(fontsize=8, loc='lower left'); fig.tight_layout()
@@ -99,10 +100,10 @@ def realised_note(rows: list[dict],  # typed rows of results/cifar10_resnet20.cs
                   source: str = "hebbnb's results/cifar10_resnet20.csv",  # where the rows come from, named in the note
                  ) -> str:
     "The note on how far decoupled FTWT runs realised from the dense estimate, computed from `rows`."
-    dec = [r for r in rows if r['method'] == 'ftwt' and r['mode'] == 'decoupled']
-    soft = [estimate_gap(r) for r in dec if r['softmax']]
-    raw = max(abs(estimate_gap(r)) for r in dec if not r['softmax'])
-    eps = sorted({r['epochs'] for r in dec if r['softmax']})
+    dec = [row for row in rows if row['method'] == 'ftwt' and row['mode'] == 'decoupled']
+    soft = [estimate_gap(row) for row in dec if row['softmax']]
+    raw = max(abs(estimate_gap(row)) for row in dec if not row['softmax'])
+    eps = sorted({row['epochs'] for row in dec if row['softmax']})
     eps = '-'.join(map(str, dict.fromkeys([eps[0], eps[-1]])))            # '3-10', or '3' for one schedule
     bound = math.ceil(round(10 * raw, 6)) / 10                              # rounded up: "within" holds
     return ("note: trained heads can keep more filters than their labels: on CIFAR-10 ResNet-20, runs with the "

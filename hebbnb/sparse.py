@@ -1,4 +1,4 @@
-"""Turn a trained gated network into a batch-1 CPU executor that computes only the filters its heads keep, from only the channels that are not zero.
+"""A batch-1 CPU executor for a trained gated network: only the kept filters, from only the nonzero channels.
 
 Docs: https://hebbnb.github.io/hebbnb/sparse.html.md"""
 
@@ -17,9 +17,10 @@ from .data import calibrate_bn
 from .predictor import conv_macs
 
 # %% auto #0
-__all__ = ['CL', 'NCHW', 'LayerRunner', 'random_gated', 'fold_bn', 'SparseConv', 'sparse_conv', 'Step', 'ConvStep', 'PoolStep',
-           'LinearStep', 'PadShortcut', 'BlockStep', 'InvResStep', 'compile_steps', 'run_steps', 'layers_of',
-           'SparseNet', 'to_sparse', 'check_exact', 'executed_macs', 'dense_macs_of', 'union_share']
+__all__ = ['CL', 'NCHW', 'PACK', 'PACK_MIN_MACS', 'LayerRunner', 'random_gated', 'fold_bn', 'decided_logits', 'SparseConv',
+           'sparse_conv', 'Step', 'ConvStep', 'PoolStep', 'LinearStep', 'PadShortcut', 'BlockStep', 'InvResStep',
+           'compile_steps', 'run_steps', 'layers_of', 'SparseNet', 'to_sparse', 'check_exact', 'executed_macs',
+           'dense_macs_of', 'union_share']
 
 # %% ../nbs/10_sparse.ipynb #c006
 @torch.no_grad()
@@ -62,10 +63,29 @@ def fold_bn(conv: nn.Conv2d,        # the conv
 # %% ../nbs/10_sparse.ipynb #c012
 CL, NCHW = torch.channels_last, torch.contiguous_format
 
+def _has_pack() -> bool:  # oneDNN's prepacked conv (the kernels torch.compile uses on CPU) is in this build
+    try: return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._convolution_pointwise is not None
+    except (AttributeError, RuntimeError): return False
+
+PACK = _has_pack()
+
+def decided_logits(pred: nn.Module,   # a `MaskPredictor`
+                  ) -> Tensor | None: # (1, C): +1 kept, -1 off, for every input; None when some filter depends on it
+    "A softmax head's decisions when they are the same for every input, proved from its weights."
+    if not pred.softmax: return None
+    W, b = pred.fc.weight.detach().flatten(1).double(), pred.fc.bias.detach().double()   # (C, C_in), (C,)
+    # softmax(z) lies in the simplex, so b_c + min_j W_cj <= logit_c <= b_c + max_j W_cj for every input z
+    hi, lo = b + W.amax(1), b + W.amin(1)
+    tol = 1e-4 * (b.abs() + W.abs().amax(1)) + 1e-6                       # float32 rounding of the head, with room
+    if not ((hi < -tol) | (lo > tol)).all(): return None
+    return torch.where(lo > tol, 1.0, -1.0)[None].float()
+
+# %% ../nbs/10_sparse.ipynb #c012a
 class SparseConv:
     "One gated layer compiled for inference: folded weights, its head, and how to run it."
     def __init__(self, g: GatedConv,         # the gated layer (eval mode)
                  block: int = 1,             # round kept filters up to a multiple of this (extra ones zeroed)
+                 pack: bool = True,          # run repeated weight blocks as prepacked oneDNN convs (if available)
                 ):
         if not isinstance(g.act, (nn.ReLU, nn.Identity)):
             raise NotImplementedError(f"activation {type(g.act).__name__}")
@@ -78,113 +98,163 @@ class SparseConv:
         self.Wf = self.W.view(-1, self.W.shape[2] * self.W.shape[3])        # (C * C_in, kh * kw)
         self.WhT = g.predictor.fc.weight.detach().view(self.co, self.ci).t().contiguous()  # (C_in, C)
         self.bh = g.predictor.fc.bias.detach().clone()                      # (C,)
-        self.avg, self.softmax, self.relu = g.predictor.pool == 'avg', g.predictor.softmax, isinstance(g.act, nn.ReLU)
-        self.z = torch.zeros(1, self.ci)                                    # pooled input of a compact batch-1 input
+        self.avg, self.softmax = g.predictor.pool == 'avg', g.predictor.softmax
+        self.relu, self.z = isinstance(g.act, nn.ReLU), torch.zeros(1, self.ci)  # z: pooled input of a compact image
         self.block, self.mf, self.dmf, self.Wd, self.dense_above = block, NCHW, NCHW, self.W, 1.0
-        self.flat = (
-            False  # gather through `Wf` in one index_select: faster with cached weights, slower from DRAM (below)
-        )
+        self.flat = False  # gather through `Wf` in one index_select: faster with cached weights, slower from DRAM
         self.last, self.last_lg, self.in_hw, self.src = None, None, None, id(c)
-        self.gather = None  # (io, idx, W, b) of the last compact call: a network whose masks repeat gathers once
+        self.gather = None  # [io, idx, W, b, packed W, input shape] of the last compact call, reused while they repeat
+        self.fixed, self.fixed_keep = decided_logits(g.predictor), None   # (1, C) decisions when input-independent
+        self.pack, self.dense_pack = pack and PACK and not self.dw, None  # dense_pack: (input shape, packed W)
 
-    def __repr__(self): return f"SparseConv({self.ci}->{self.co}{', dw' if self.dw else ''}, mf={'CL' if self.mf is CL else 'NCHW'}, dense_above={self.dense_above:.2f})"
+    def __repr__(self):
+        return (f"SparseConv({self.ci}->{self.co}{', dw' if self.dw else ''}, mf={'CL' if self.mf is CL else 'NCHW'}, "
+                f"dense_above={self.dense_above:.2f}, fixed={self.fixed is not None}, pack={self.pack})")
 
 # %% ../nbs/10_sparse.ipynb #c015
-def _head(L: SparseConv, v: Tensor, idx: Tensor | None) -> Tensor:  # (B, k_in, H, W) -> (B, C) logits
-    p = v.mean((2, 3)) if L.avg else v.amax((2, 3))                     # (B, k_in)
+def _head(layer: SparseConv, v: Tensor, idx: Tensor | None) -> Tensor:  # (B, k_in, H, W) -> (B, C) logits
+    p = v.mean((2, 3)) if layer.avg else v.amax((2, 3))                 # (B, k_in)
     if idx is not None:                                                 # scatter into (B, C_in), zeros elsewhere
-        p = L.z.index_copy(1, idx, p) if p.shape[0] == 1 else p.new_zeros(p.shape[0], L.ci).index_copy_(1, idx, p)
-    return torch.addmm(L.bh, p.softmax(1) if L.softmax else p, L.WhT)
+        z = layer.z if p.shape[0] == 1 else p.new_zeros(p.shape[0], layer.ci)
+        p = z.index_copy(1, idx, p)
+    return torch.addmm(layer.bh, p.softmax(1) if layer.softmax else p, layer.WhT)
 
-def _keep(L: SparseConv, lg: Tensor) -> tuple[int, Tensor | None]:  # (B, C) -> (kept k, channels to compute)
+def _keep(layer: SparseConv, lg: Tensor) -> tuple[int, Tensor | None]:  # (B, C) -> (kept k, channels to compute)
     on = lg[0] > 0 if lg.shape[0] == 1 else (lg > 0).any(0)            # (C,)
     io = on.nonzero().squeeze(1)
     k = io.shape[0]
-    if k == L.co: return k, None
+    if k == layer.co: return k, None
     if k == 0: return 0, lg.amax(0).argmax().view(1)                    # compute one filter, zero it afterwards
-    if L.block > 1 and k % L.block:
-        extra = min(L.co, k + L.block - k % L.block) - k
+    if layer.block > 1 and k % layer.block:
+        extra = min(layer.co, k + layer.block - k % layer.block) - k
         io = torch.cat([io, (~on).nonzero()[:extra, 0]])                # round up with the first off filters
     return k, io
 
-# %% ../nbs/10_sparse.ipynb #c018
-def _dense(v: Tensor, idx: Tensor | None, C: int) -> Tensor:  # compact -> (B, C, H, W), zeros elsewhere
-    return v if idx is None else v.new_zeros(v.shape[0], C, *v.shape[2:]).index_copy_(1, idx, v)
+def _decide(layer: SparseConv, v: Tensor, idx: Tensor | None) -> tuple[Tensor, int, Tensor | None]:  # -> lg, k, io
+    if layer.fixed is None:
+        lg = _head(layer, v, idx)                                       # (B, C)
+        return (lg, *_keep(layer, lg))
+    if layer.fixed_keep is None: layer.fixed_keep = _keep(layer, layer.fixed)
+    return (layer.fixed.expand(v.shape[0], -1), *layer.fixed_keep)     # decided at compile time: no head
 
-def _weights(L: SparseConv, io: Tensor | None, idx: Tensor | None) -> Tensor:  # -> (k_out, k_in, kh, kw)
-    if idx is None: return L.W if io is None else L.W.index_select(0, io)
-    if io is None: return L.W.index_select(1, idx)
-    if not L.flat: return L.W.index_select(0, io).index_select(1, idx)
-    rows = (io * L.ci)[:, None].add(idx).view(-1)                         # (k_out * k_in,) rows of Wf
-    return L.Wf.index_select(0, rows).view(len(io), len(idx), *L.W.shape[2:])
+# %% ../nbs/10_sparse.ipynb #c018
+def _zeros(v: Tensor, C: int) -> Tensor:  # (B, C, H, W) zeros in v's memory layout (channels-last stays so)
+    mf = CL if v.is_contiguous(memory_format=CL) and not v.is_contiguous() else NCHW
+    return torch.empty(v.shape[0], C, *v.shape[2:], dtype=v.dtype, memory_format=mf).zero_()
+
+def _dense(v: Tensor, idx: Tensor | None, C: int) -> Tensor:  # compact -> (B, C, H, W), zeros elsewhere
+    return v if idx is None else _zeros(v, C).index_copy_(1, idx, v)
+
+def _weights(layer: SparseConv, io: Tensor | None, idx: Tensor | None) -> Tensor:  # -> (k_out, k_in, kh, kw)
+    if idx is None: return layer.W if io is None else layer.W.index_select(0, io)
+    if io is None: return layer.W.index_select(1, idx)
+    if not layer.flat: return layer.W.index_select(0, io).index_select(1, idx)
+    rows = (io * layer.ci)[:, None].add(idx).view(-1)                     # (k_out * k_in,) rows of Wf
+    return layer.Wf.index_select(0, rows).view(len(io), len(idx), *layer.W.shape[2:])
 
 def _same(a: Tensor | None, b: Tensor | None) -> bool:
-    return a is b if a is None or b is None else a.shape == b.shape and torch.equal(a, b)
+    return a is b or (a is not None and b is not None and a.shape == b.shape and torch.equal(a, b))
 
-def _gathered(L: SparseConv, io: Tensor | None, idx: Tensor | None) -> tuple[Tensor, Tensor]:  # -> W (k_out, k_in, kh, kw), b (k_out,)
-    "The layer's weights and bias at these filters and input channels, reusing the last gather when the channels repeat."
-    c = L.gather
-    if c is not None and _same(c[0], io) and _same(c[1], idx): return c[2], c[3]
-    W, b = _weights(L, io, idx), L.b if io is None else L.b.index_select(0, io)
-    L.gather = (io, idx, W, b)
-    return W, b
+def _pack(layer: SparseConv, W: Tensor, shape) -> Tensor:  # W (k, k_in, kh, kw) in oneDNN's layout for inputs `shape`
+    return torch.ops.mkldnn._reorder_convolution_weight(W, list(layer.pad), list(layer.stride), [1, 1], 1, list(shape))
 
-def _depthwise(L, v, idx, io, kp):
-    x = _dense(v, idx, L.ci)
-    if io is None: return F.conv2d(x, L.W, L.b, L.stride, L.pad, 1, L.co)
-    return F.conv2d(x.index_select(1, io), L.W.index_select(0, io), L.b.index_select(0, io), L.stride, L.pad, 1, kp)
+# %% ../nbs/10_sparse.ipynb #c018p
+PACK_MIN_MACS = 2_000_000  # smaller convs run faster without oneDNN (its call costs ~30 µs; 92_executor_lab)
+
+def _pack_if_large(layer: SparseConv, W: Tensor, shape) -> Tensor | None:  # packed W when the conv is large enough
+    hw = shape[2] * shape[3] // (layer.stride[0] * layer.stride[1])       # output positions
+    return _pack(layer, W, shape) if W.numel() * hw >= PACK_MIN_MACS else None
+
+def _packed_conv(layer: SparseConv, x: Tensor, Wp: Tensor, b: Tensor, relu: bool) -> Tensor:  # one fused oneDNN conv
+    return torch.ops.mkldnn._convolution_pointwise(x.contiguous(memory_format=CL), Wp, b, list(layer.pad),
+                                                    list(layer.stride), [1, 1], 1, 'relu' if relu else 'none', [], '')
+
+def _depthwise(layer, v, idx, io, kp):
+    x = _dense(v, idx, layer.ci)
+    if io is None: return F.conv2d(x, layer.W, layer.b, layer.stride, layer.pad, 1, layer.co)
+    return F.conv2d(x.index_select(1, io), layer.W.index_select(0, io), layer.b.index_select(0, io), layer.stride,
+                    layer.pad, 1, kp)
+
+# %% ../nbs/10_sparse.ipynb #c018a
+def _compact(layer: SparseConv, v: Tensor, io: Tensor | None, idx: Tensor | None,
+             relu: bool) -> tuple[Tensor, bool]:  # -> (B, k_out, H', W'), whether the ReLU was applied
+    "The kept filters from the active channels; a block seen in the last call is reused, and prepacked when it repeats."
+    c = layer.gather
+    if c is not None and _same(c[0], io) and _same(c[1], idx):
+        if layer.pack and v.shape[0] == 1:
+            if c[5] != v.shape: c[4], c[5] = _pack_if_large(layer, c[2], v.shape), v.shape  # once per repeated block
+            if c[4] is not None: return _packed_conv(layer, v, c[4], c[3], relu), relu
+        W, b = c[2], c[3]
+    else:
+        W, b = _weights(layer, io, idx), layer.b if io is None else layer.b.index_select(0, io)
+        layer.gather = [io, idx, W, b, None, None]
+    return F.conv2d(v.contiguous(memory_format=layer.mf), W, b, layer.stride, layer.pad), False
+
+def _dense_conv(layer: SparseConv, v: Tensor, idx: Tensor | None, io: Tensor | None,
+                relu: bool) -> tuple[Tensor, bool]:  # -> (B, k_out, H', W'), whether the ReLU was applied
+    "All filters from the scattered input (prepacked weights at batch 1), then the kept ones."
+    x = _dense(v, idx, layer.ci)
+    if layer.pack and x.shape[0] == 1:
+        if layer.dense_pack is None or layer.dense_pack[0] != x.shape:
+            layer.dense_pack = x.shape, _pack(layer, layer.W, x.shape)                 # once per input size
+        y = _packed_conv(layer, x, layer.dense_pack[1], layer.b, relu)
+    else: y, relu = F.conv2d(x.contiguous(memory_format=layer.dmf), layer.Wd, layer.b, layer.stride, layer.pad), False
+    return (y if io is None else y.index_select(1, io)), relu
 
 # %% ../nbs/10_sparse.ipynb #c019
-def sparse_conv(L: SparseConv,                 # compiled layer
+def sparse_conv(layer: SparseConv,             # compiled layer
                 v: Tensor,                     # (B, k_in, H, W) active input channels
                 idx: Tensor | None,            # (k_in,) their indices; None: all C_in, in order
                 res: Tensor | None = None,     # (B, C, H', W') dense residual added before the activation
                ) -> tuple[Tensor, Tensor | None]:  # (B, k_out, H', W') kept filters, their indices
-    "Run one compiled gated layer on a compact input: head first, then only the kept filters."
-    lg = _head(L, v, idx)                                                  # (B, C)
-    k, io = _keep(L, lg)
-    B, ki, kp = v.shape[0], v.shape[1], L.co if io is None else io.shape[0]
-    L.last_lg, L.in_hw = lg, v.shape[2:]
-    if L.dw: y, path = _depthwise(L, v, idx, io, kp), 'dw'
-    elif kp * ki > L.dense_above * L.co * L.ci:                           # dense fallback
-        y, path = F.conv2d(_dense(v, idx, L.ci).contiguous(memory_format=L.dmf), L.Wd, L.b, L.stride, L.pad), 'dense'
-        if io is not None: y = y.index_select(1, io)
-    else:
-        W, b = _gathered(L, io, idx)
-        y, path = F.conv2d(v.contiguous(memory_format=L.mf), W, b, L.stride, L.pad), 'compact'
-    L.last = (k, kp, ki, path)
+    "Run one compiled gated layer on a compact input: head first (unless decided), then the kept filters."
+    lg, k, io = _decide(layer, v, idx)                                     # (B, C) logits, kept k, filters to compute
+    B, ki, kp = v.shape[0], v.shape[1], layer.co if io is None else io.shape[0]
+    layer.last_lg, layer.in_hw = lg, v.shape[2:]
+    fuse = layer.relu and res is None                                      # the ReLU may run inside a oneDNN conv
+    if layer.dw: (y, done), path = (_depthwise(layer, v, idx, io, kp), False), 'dw'
+    elif kp * ki > layer.dense_above * layer.co * layer.ci:
+        (y, done), path = _dense_conv(layer, v, idx, io, fuse), 'dense'
+    else: (y, done), path = _compact(layer, v, io, idx, fuse), 'compact'
+    layer.last = (k, kp, ki, path)
     if res is not None: y.add_(res if io is None else res.index_select(1, io))
-    if L.relu: y.relu_()
+    if layer.relu and not done: y.relu_()
     if B > 1: y.mul_((lg > 0 if io is None else (lg > 0).index_select(1, io))[:, :, None, None])
     elif io is None:
-        if k < L.co: y.mul_((lg[0] > 0)[None, :, None, None])
+        if k < layer.co: y.mul_((lg[0] > 0)[None, :, None, None])
     elif kp > k: y[:, k:].zero_()
     return y, io
 
 # %% ../nbs/10_sparse.ipynb #c025
-LayerRunner = Callable[..., tuple[Tensor, Tensor | None]]  # `sparse_conv`'s signature: (L, v, idx, res=None) -> (y, io)
+LayerRunner = Callable[..., tuple[Tensor, Tensor | None]]  # as `sparse_conv`: (layer, v, idx, res=None) -> (y, io)
 
 class Step:
     "One executor step: `run` maps a compact input `(v, idx)` to a compact output; `layers` lists its compiled layers."
-    def layers(self) -> list[SparseConv]: return []
+    def layers(self) -> list[SparseConv]:
+        "The step's compiled layers in execution order."
+        return []
     def run(self, v: Tensor,                      # (B, k_in, H, W) active channels
             idx: Tensor | None,                   # (k_in,) their indices; None: all, in order
             run_layer: LayerRunner = sparse_conv, # runs one compiled layer (a profiler passes a wrapper)
            ) -> tuple[Tensor, Tensor | None]:     # compact output and its indices
+        "The step's compact output for a compact input."
         raise NotImplementedError
 
 @dataclass
 class ConvStep(Step):
     "A gated conv outside any block."
     conv: SparseConv
-    def layers(self): return [self.conv]
-    def run(self, v, idx, run_layer=sparse_conv): return run_layer(self.conv, v, idx)
+    def layers(self): "[conv]"; return [self.conv]
+    def run(self, v, idx, run_layer=sparse_conv): "The conv's compact output."; return run_layer(self.conv, v, idx)
 
+# %% ../nbs/10_sparse.ipynb #c025p
 @dataclass
 class PoolStep(Step):
     "A channel-wise pooling or ReLU, run in channels-last layout on the compact tensor."
     pool: nn.Module
-    def run(self, v, idx, run_layer=sparse_conv): return self.pool(v.contiguous(memory_format=CL)), idx
+    def run(self, v, idx, run_layer=sparse_conv):
+        "The pooled compact tensor, same channels."
+        return self.pool(v.contiguous(memory_format=CL)), idx
 
 # %% ../nbs/10_sparse.ipynb #c025a
 @dataclass
@@ -193,6 +263,7 @@ class LinearStep(Step):
     W: Tensor   # (classes, C)
     b: Tensor   # (classes,)
     def run(self, v, idx, run_layer=sparse_conv):  # (B, k, H, W) -> (B, classes), None
+        "The logits (dense)."
         p = v.mean((2, 3))                                                 # (B, k)
         if idx is not None: p = p.new_zeros(p.shape[0], self.W.shape[1]).index_copy_(1, idx, p)
         return F.linear(p, self.W, self.b), None
@@ -204,7 +275,7 @@ class PadShortcut:
     stride: int   # pooling window and stride; 1: none
     def __call__(self, v: Tensor, idx: Tensor | None) -> Tensor:  # compact (B, k, H, W) -> dense (B, planes, H', W')
         pv = F.avg_pool2d(v, self.stride) if self.stride > 1 else v
-        s = pv.new_zeros(pv.shape[0], self.planes, *pv.shape[2:])
+        s = _zeros(pv, self.planes)
         if idx is None: s[:, :pv.shape[1]] = pv
         else: s.index_copy_(1, idx, pv)
         return s
@@ -218,8 +289,10 @@ class BlockStep(Step):
     shortcut: SparseConv | PadShortcut | None   # gated 1x1 downsample, zero padding, or identity
     post: bool                                  # conv2's labels taken after the addition (`label_at='post'`)
     def layers(self):
+        "conv1, the gated shortcut if any, conv2."
         return [self.conv1] + ([self.shortcut] if isinstance(self.shortcut, SparseConv) else []) + [self.conv2]
     def run(self, v, idx, run_layer=sparse_conv):
+        "The block's dense output (or conv2's compact one when its labels come after the addition)."
         h, hi = run_layer(self.conv1, v, idx)
         sc, C = self.shortcut, self.conv2.co
         if sc is None: s = _dense(v, idx, C)                                # identity (v is ours: add in place)
@@ -238,10 +311,13 @@ class InvResStep(Step):
     convs: list[SparseConv]          # expansion (if any), depthwise, projection
     shortcut: SparseConv | None      # gated conv on the residual path; None: identity
     residual: bool                   # add the input back
-    def layers(self): return list(self.convs) + ([self.shortcut] if self.shortcut is not None else [])
+    def layers(self):
+        "The convs in order, then the gated shortcut if any."
+        return list(self.convs) + ([self.shortcut] if self.shortcut is not None else [])
     def run(self, v, idx, run_layer=sparse_conv):
+        "The block's output: compact without the residual, dense with it."
         o, oi = v, idx
-        for L in self.convs: o, oi = run_layer(L, o, oi)
+        for layer in self.convs: o, oi = run_layer(layer, o, oi)
         if not self.residual: return o, oi
         C = self.convs[-1].co
         s = _dense(v, idx, C) if self.shortcut is None else _dense(*run_layer(self.shortcut, v, idx), C)  # v is ours
@@ -257,11 +333,13 @@ def _shortcut(ds: nn.Module | None, conv) -> SparseConv | PadShortcut | None:  #
     if isinstance(ds, GatedConv): return conv(ds)
     raise NotImplementedError(f"no sparse executor for shortcut {type(ds).__name__}")
 
+# %% ../nbs/10_sparse.ipynb #c026a
 def compile_steps(model: nn.Module,   # gated model (eval mode)
                   block: int = 1,     # round kept filters up to a multiple of this
+                  pack: bool = True,  # prepack repeated weight blocks for oneDNN (see `SparseConv`)
                  ) -> list[Step]:     # starts with a ConvStep, ends with a LinearStep
     "The gated `model` as a list of executor steps."
-    steps, conv = [], lambda g: SparseConv(g, block)
+    steps, conv = [], lambda g: SparseConv(g, block, pack)
     def walk(m):
         if isinstance(m, GatedConv): steps.append(ConvStep(conv(m)))
         elif isinstance(m, GatedBasicBlock):
@@ -291,23 +369,25 @@ def run_steps(steps: list[Step],                  # from `compile_steps`
     for step in steps: v, idx = step.run(v, idx, run_layer)
     return v
 
-def layers_of(steps: list[Step]) -> list[SparseConv]:
+def layers_of(steps: list[Step],  # from `compile_steps`
+             ) -> list[SparseConv]:   # every compiled layer, once
     "The compiled layers of `steps` in execution order."
-    return [L for step in steps for L in step.layers()]
+    return [layer for step in steps for layer in step.layers()]
 
 # %% ../nbs/10_sparse.ipynb #c029
 def _module_order(steps, model):
     order = {id(g.conv): i for i, g in enumerate(gated_layers(model))}
-    return sorted(layers_of(steps), key=lambda L: order[L.src])
+    return sorted(layers_of(steps), key=lambda layer: order[layer.src])
 
 # %% ../nbs/10_sparse.ipynb #c031
 class SparseNet:
     "A gated network compiled for CPU inference: per input, only kept filters of active channels are computed."
     def __init__(self, model: nn.Module,       # trained gated model
                  block: int = 1,               # round kept filters up to a multiple of this
+                 pack: bool = True,            # prepack repeated weight blocks for oneDNN (see `SparseConv`)
                 ):
         model = model.eval()
-        self.steps = compile_steps(model, block)
+        self.steps = compile_steps(model, block, pack)
         self.layers = _module_order(self.steps, model)                    # the order of `gated_layers(model)`
         self.in_channels = self.layers[0].ci
 
@@ -317,20 +397,21 @@ class SparseNet:
 
     def masks(self) -> list[Tensor]:
         "Per layer, the (B, C) bool masks of the last call."
-        return [L.last_lg > 0 for L in self.layers]
+        return [layer.last_lg > 0 for layer in self.layers]
 
     def kept(self) -> list[int]:
         "Per layer, the number of filters kept in the last call (batch 1: of that input)."
-        return [L.last[0] for L in self.layers]
+        return [layer.last[0] for layer in self.layers]
 
 # %% ../nbs/10_sparse.ipynb #c032
 def to_sparse(model: nn.Module,             # trained gated model
               block: int = 1,               # round kept filters up to a multiple of this
               tune: bool = False,           # time each layer shape to choose layouts and dense fallbacks
-              warm: Tensor | None = None,   # images (N, 3, H, W) to run once at load, creating kernels for their shapes
+              warm: Tensor | None = None,   # images (N, 3, H, W) to run once at load (kernels created, blocks packed)
+              pack: bool = True,            # prepack repeated weight blocks for oneDNN (see `SparseConv`)
              ) -> SparseNet:
     "Compile a trained gated model, once, into a batch-1 sparse executor."
-    net = SparseNet(model, block)
+    net = SparseNet(model, block, pack)
     if tune:
         if warm is None: raise ValueError("tune=True needs `warm` images: they give each layer's input size")
         from hebbnb.bench import tune_layers   # timing code lives in `bench`, which builds on this module
@@ -371,27 +452,29 @@ def check_exact(model: nn.Module,      # gated model; set to eval mode and predi
     )  # largest |head logit| (reference) among those: a tie if ~1e-7 or less
 
 # %% ../nbs/10_sparse.ipynb #c052
-def _out_hw(L: SparseConv) -> int:
-    H, W = L.in_hw
-    kh, kw = L.W.shape[2:]
-    return ((H + 2 * L.pad[0] - kh) // L.stride[0] + 1) * ((W + 2 * L.pad[1] - kw) // L.stride[1] + 1)
+def _out_hw(layer: SparseConv) -> int:
+    H, W = layer.in_hw
+    kh, kw = layer.W.shape[2:]
+    return ((H + 2 * layer.pad[0] - kh) // layer.stride[0] + 1) * ((W + 2 * layer.pad[1] - kw) // layer.stride[1] + 1)
 
-def executed_macs(net: SparseNet) -> int:
+def executed_macs(net: SparseNet,  # executor, after a call
+                 ) -> int:         # MACs per image
     "Conv and linear MACs the executor computed per image in its last call (a batch computes the same for each image)."
     total = 0
-    for L in net.layers:
-        k, kp, ki, path = L.last
-        kernel, hw = tuple(L.W.shape[2:]), _out_hw(L)
-        if path == 'dense': total += conv_macs(L.ci, L.co, kernel, hw)          # all filters from all channels
-        elif L.dw: total += conv_macs(kp, kp, kernel, hw, groups=kp)             # depthwise: kept channels only
+    for layer in net.layers:
+        k, kp, ki, path = layer.last
+        kernel, hw = tuple(layer.W.shape[2:]), _out_hw(layer)
+        if path == 'dense': total += conv_macs(layer.ci, layer.co, kernel, hw)   # all filters from all channels
+        elif layer.dw: total += conv_macs(kp, kp, kernel, hw, groups=kp)         # depthwise: kept channels only
         else: total += conv_macs(ki, kp, kernel, hw)                             # kept filters from active channels
-    return total + net.steps[-1].W.numel()                             # the linear layer
+    return total + net.steps[-1].W.numel()                                       # the linear layer
 
 # %% ../nbs/10_sparse.ipynb #c061
-def dense_macs_of(net: SparseNet) -> int:
+def dense_macs_of(net: SparseNet,  # executor, after a call
+                 ) -> int:         # MACs per image
     "Conv and linear MACs of the dense network for one image (after one executor call has set the layer sizes)."
-    per = lambda L: conv_macs(L.ci, L.co, tuple(L.W.shape[2:]), _out_hw(L), groups=L.ci if L.dw else 1)
-    return sum(per(L) for L in net.layers) + net.steps[-1].W.numel()
+    per = lambda l: conv_macs(l.ci, l.co, tuple(l.W.shape[2:]), _out_hw(l), groups=l.ci if l.dw else 1)
+    return sum(per(layer) for layer in net.layers) + net.steps[-1].W.numel()
 
 @torch.inference_mode()
 def union_share(net: SparseNet,      # executor

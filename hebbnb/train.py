@@ -6,7 +6,7 @@ Docs: https://hebbnb.github.io/hebbnb/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, csv, json, math, os, pickle, random, re, signal, time
+import contextlib, csv, json, math, os, pickle, random, re, signal, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
@@ -23,11 +23,11 @@ from torch.torch_version import TorchVersion
 # %% auto #0
 __all__ = ['DATASETS', 'CKPT_FORMAT', 'Scheduler', 'LOG_FIELDS', 'OPT_KEYS', 'RUNTIME_FIELDS', 'option', 'TrainConfig',
            'check_config', 'tiny_config', 'Runtime', 'setup_runtime', 'save_atomic', 'load_checkpoint', 'build_model',
-           'freeze_backbone', 'model_from_checkpoint', 'Optimizers', 'make_optimizers', 'mask_weight', 'head_quality',
-           'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag', 'EpochSums', 'one_batch',
-           'run_epoch', 'RunState', 'Run', 'checkpoint', 'restore', 'start_run', 'resume_from', 'resumed_config',
-           'train_phase', 'end_epoch', 'save_checkpoints', 'log_epoch', 'fit_epoch', 'final_metrics', 'fit',
-           'synthetic_images', 'make_data', 'plain_batches']
+           'freeze_backbone', 'checkpoint_file', 'model_from_checkpoint', 'Optimizers', 'make_optimizers',
+           'mask_weight', 'head_quality', 'evaluate', 'saving_split', 'NonFiniteLoss', 'Interrupted', 'StopFlag',
+           'EpochSums', 'one_batch', 'run_epoch', 'RunState', 'Run', 'checkpoint', 'restore', 'start_run',
+           'resume_from', 'resumed_config', 'train_phase', 'end_epoch', 'save_checkpoints', 'log_epoch', 'fit_epoch',
+           'final_metrics', 'fit', 'synthetic_images', 'make_data', 'plain_batches']
 
 # %% ../nbs/08_train.ipynb #c006
 DATASETS = ('cifar10', 'cifar100', 'imagenet', 'synthetic')
@@ -94,9 +94,8 @@ def _one_of(name, value, choices):
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
 
-
-def check_config(cfg: TrainConfig) -> TrainConfig:
-    "Validate every field of `cfg`; raise `ValueError` with one readable line on the first problem."
+def _check_choices(cfg: TrainConfig):
+    "Every field with a fixed set of values holds one of them; r, keep and labels='uniform' are well-formed."
     _one_of('arch', cfg.arch, available()); _one_of('dataset', cfg.dataset, DATASETS)
     _one_of('method', cfg.method, ('baseline', 'ftwt')); _one_of('schedule', cfg.schedule, ('step', 'cosine'))
     _one_of('mode', cfg.mode, ('decoupled', 'joint')); _one_of('labels', cfg.labels, ('mass', 'uniform'))
@@ -108,6 +107,9 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.keep is not None and not 0 < cfg.keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {cfg.keep}")
     if cfg.method == 'ftwt' and cfg.labels == 'uniform' and cfg.keep is None:
         raise ValueError("labels='uniform' needs keep (--keep), the share of filters every input keeps")
+
+def _check_schedule(cfg: TrainConfig):
+    "Epochs, batch size, learning rates, momentum, weight decay, milestones and cooldown lie in their ranges."
     for name in ('epochs', 'batch_size'):
         if int(getattr(cfg, name)) < 1: raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ('lr', 'mlr', 'gamma'):
@@ -118,15 +120,19 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"weight_decay must be a non-negative number, got {cfg.weight_decay}")
     if any(m < 1 for m in cfg.milestones):
         raise ValueError(f"milestones must be epochs (1 or more), got {list(cfg.milestones)}")
-    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', cfg.device):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     if not 0 <= cfg.cooldown <= 1: raise ValueError(f"cooldown must be a fraction in [0, 1], got {cfg.cooldown}")
+
+
+# %% ../nbs/08_train.ipynb #ck02
+def _check_runtime(cfg: TrainConfig):
+    "train='heads' has an FTWT stage to train; device, subsets, steps, threads and workers are well-formed."
     if cfg.train == 'heads' and cfg.method != 'ftwt':
         raise ValueError("train='heads' trains FTWT's mask heads: it needs method='ftwt'")
     if cfg.train == 'heads' and cfg.cooldown < 1:
-        raise ValueError(
-            f"train='heads' learns from the mask loss alone: set cooldown=1 (mask loss in every epoch), got {cfg.cooldown}"
-        )
+        raise ValueError("train='heads' learns from the mask loss alone: set cooldown=1 (mask loss in every epoch), "
+                         f"got {cfg.cooldown}")
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', cfg.device):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     for name in ('subset', 'test_subset'):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be a positive number of images, got {getattr(cfg, name)}")
@@ -134,16 +140,25 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.workers < 0: raise ValueError(f"workers must be 0 or more, got {cfg.workers}")
+
+def _check_data(cfg: TrainConfig):
+    "The network fits the dataset (input size, ImageNet weights) and subsets are asked for where they exist."
     if cfg.dataset == 'imagenet' and (cfg.subset or cfg.test_subset):
-        raise ValueError(
-            "subset and test_subset apply to CIFAR and synthetic data; for imagenet point --data at a smaller train/val tree"
-        )
+        raise ValueError("subset and test_subset apply to CIFAR and synthetic data; for imagenet point --data at a "
+                         "smaller train/val tree")
     if cfg.init == 'torchvision' and cfg.arch not in ('resnet18', 'resnet34'):
         raise ValueError(f"init='torchvision' has ImageNet weights for resnet18 and resnet34, not {cfg.arch}")
     if cfg.dataset == 'imagenet' and input_size(cfg.arch)[1] != 224:
         raise ValueError(f"{cfg.arch} is a CIFAR network; use resnet18, resnet34 or mobilenetv1_imagenet for imagenet")
     if cfg.dataset != 'imagenet' and input_size(cfg.arch)[1] != 32:
         raise ValueError(f"{cfg.arch} is an ImageNet network; use a CIFAR network for {cfg.dataset}")
+
+
+# %% ../nbs/08_train.ipynb #ck03
+def check_config(cfg: TrainConfig,  # the run to validate (not changed)
+                ) -> TrainConfig:   # `cfg` itself, so a preset can return `check_config(TrainConfig(...))`
+    "Validate every field of `cfg`; raise `ValueError` with one readable line on the first problem."
+    for check in (_check_choices, _check_schedule, _check_runtime, _check_data): check(cfg)
     return cfg
 
 def tiny_config(**kw) -> TrainConfig:
@@ -151,6 +166,7 @@ def tiny_config(**kw) -> TrainConfig:
     base = dict(arch='resnet20', dataset='synthetic', epochs=2, batch_size=32, lr=0.05, schedule='cosine',
                 max_steps=4, progress=False, out='runs/tiny')
     return check_config(TrainConfig(**{**base, **kw}))
+
 
 # %% ../nbs/08_train.ipynb #c011
 @dataclass
@@ -163,9 +179,13 @@ class Runtime:
     def main(self) -> bool: return self.rank == 0
     @property
     def distributed(self) -> bool: return self.world_size > 1
-    def autocast(self): return torch.autocast('cuda', dtype=torch.bfloat16) if self.device.type == 'cuda' else contextlib.nullcontext()
+    def autocast(self):
+        "bf16 autocast on CUDA; on a CPU a context that changes nothing."
+        return torch.autocast('cuda', dtype=torch.bfloat16) if self.device.type == 'cuda' else contextlib.nullcontext()
 
-def setup_runtime(cfg: TrainConfig) -> Runtime:
+def setup_runtime(cfg: TrainConfig,  # the run: device ('auto', 'cpu', 'cuda', 'cuda:N') and threads
+                 ) -> Runtime:       # raises ValueError when CUDA is asked for but not available
+
     "Join the torchrun process group if there is one, choose the device and CPU threads."
     world, rank, local = (
         int(os.environ.get('WORLD_SIZE', 1)),
@@ -190,7 +210,9 @@ _all_ = ['synthetic_images', 'make_data', 'plain_batches']   # `from hebbnb.trai
 # %% ../nbs/08_train.ipynb #c017
 CKPT_FORMAT = 'hebbnb-checkpoint-v1'
 
-def save_atomic(obj, path: str | Path):
+def save_atomic(obj,               # what to save: a checkpoint dict of tensors and plain values
+                path: str | Path,  # the file; its folder is created when missing
+               ):
     "torch.save `obj` to `path` through a temporary file and a rename: never a half-written file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
@@ -206,7 +228,7 @@ def _to(obj, device):
     return obj
 
 def load_checkpoint(path: str | Path,   # a file written by `save_atomic`
-                    map_location='cpu', # device for the weights and optimiser states; RNG states always stay on the CPU
+                    map_location='cpu', # device for weights and optimiser states; RNG states always stay on the CPU
                    ) -> dict:
     "Load a hebbnb checkpoint without running code (tensors and plain values only), or raise a one-line error."
     path = Path(path)
@@ -217,9 +239,8 @@ def load_checkpoint(path: str | Path,   # a file written by `save_atomic`
     except pickle.UnpicklingError as e:
         bad = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
         if bad:
-            raise ValueError(
-                f"refusing to load {path}: it would create a Python object ({bad.group(1)}), not only tensors and plain values; hebbnb never runs code from a checkpoint"
-            ) from None
+            raise ValueError(f"refusing to load {path}: it would create a Python object ({bad.group(1)}), not only "
+                             "tensors and plain values; hebbnb never runs code from a checkpoint") from None
         raise ValueError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({type(e).__name__})") from None
     except Exception as e:
         raise ValueError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({type(e).__name__})") from None
@@ -258,14 +279,31 @@ def freeze_backbone(model: nn.Module) -> nn.Module:
     for p in model.parameters(): p.requires_grad_(id(p) in heads)
     return model
 
-def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[nn.Module, dict]:
+def checkpoint_file(path: str | Path,  # a checkpoint file as the user gave it (--ckpt, --init)
+                   ) -> Path:
+    "`path` as a `Path`, or a one-line `IsADirectoryError` naming the checkpoints inside when it is a run folder."
+    path = Path(path)
+    if path.is_dir():
+        inside = [path / n for n in ('best.pt', 'last.pt') if (path / n).is_file()] or sorted(path.glob('*.pt'))[:3]
+        hint = f"give {' or '.join(map(str, inside))}" if inside else 'it holds no .pt file'
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: {hint}")
+    return path
+
+def model_from_checkpoint(path: str | Path,               # a last.pt or best.pt written by `fit`
+                          mask_source: str = 'predicted', # what masks a gated model: one of `MASK_SOURCES` (gating)
+                          apply: str | None = None,       # deprecated name of `mask_source`
+                         ) -> tuple[nn.Module, dict]:     # (the model in eval mode, the checkpoint)
     "Rebuild the model saved in a hebbnb checkpoint (dense or gated), in eval mode, with the checkpoint."
-    ck = load_checkpoint(path)
+    if apply is not None:
+        from .gating import _deprecated
+        _deprecated('model_from_checkpoint(apply=)', 'mask_source='); mask_source = apply
+    ck = load_checkpoint(checkpoint_file(path))
     cfg = TrainConfig(**ck['config'])
     model = create(ck['arch'], ck['num_classes'])
     if ck['gated']:
-        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep, softmax=cfg.softmax)
-        for g in gated_layers(model): g.mask_source = apply
+        gate(model, r=cfg.r, mode=cfg.mode, labels=cfg.labels, pool=cfg.pool, label_at=cfg.label_at, keep=cfg.keep,
+             softmax=cfg.softmax)
+        for g in gated_layers(model): g.mask_source = mask_source
     try:
         model.load_state_dict(ck['model'])
     except RuntimeError as e:
@@ -274,6 +312,8 @@ def model_from_checkpoint(path: str | Path, apply: str = 'predicted') -> tuple[n
 
 # %% ../nbs/08_train.ipynb #c022
 Scheduler = torch.optim.lr_scheduler.LRScheduler
+# PyTorch's warning when a schedule steps before its optimiser ever did (see `Optimizers.step_schedules`)
+_SCHEDULE_FIRST = r'Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`'
 
 @dataclass
 class Optimizers:
@@ -283,18 +323,29 @@ class Optimizers:
     backbone_sched: Scheduler | None        # the backbone's schedule, stepped once per epoch
     masks_sched: Scheduler | None           # the heads' schedule, stepped once per epoch
     def zero_grad(self):
+        "Clear the gradients of every optimiser that exists (set to None)."
         for o in (self.backbone, self.masks):
             if o: o.zero_grad(set_to_none=True)
-    def step(self, w: float):  # w: the mask-loss weight; at 0 (the cooldown) the heads stay frozen
+    def step(self, w: float):  # the mask-loss weight w (`mask_weight`); at 0 (the cooldown) the heads stay frozen
+        "Step the backbone's optimiser, and the heads' while the mask loss is on (w > 0)."
         if self.backbone: self.backbone.step()
         if self.masks and w > 0: self.masks.step()
     def step_schedules(self):
-        for s in (self.backbone_sched, self.masks_sched):
-            if s is not None: s.step()
-    def lrs(self) -> dict:  # the log's lr (backbone) and mlr (heads) columns
+        "Move both schedules on one epoch; the heads' follows the epoch even where w = 0 kept them from stepping."
+        if self.backbone_sched is not None: self.backbone_sched.step()
+        if self.masks_sched is None: return
+        with warnings.catch_warnings():  # heads that never stepped (w = 0 so far): intended, not PyTorch's misuse
+            warnings.filterwarnings('ignore', _SCHEDULE_FIRST, UserWarning)
+            self.masks_sched.step()
+    def lrs(self) -> dict:  # the log's lr (backbone) and mlr (heads) columns; None for a part that does not learn
+        "The learning rates of this epoch: backbone's `lr` and heads' `mlr`."
         return {k: o.param_groups[0]['lr'] if o else None for k, o in (('lr', self.backbone), ('mlr', self.masks))}
 
-def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
+
+# %% ../nbs/08_train.ipynb #om02
+def make_optimizers(model: nn.Module,   # the model to train, gated (FTWT) or dense (baseline)
+                    cfg: TrainConfig,   # lr, mlr, momentum, weight_decay, train, and the schedule's fields
+                   ) -> Optimizers:
     "SGD for the backbone (none for train='heads') and for the heads (none for a dense model), with `cfg.schedule`."
     heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
     backbone = [p for p in model.parameters() if id(p) not in heads]
@@ -314,11 +365,15 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
     return Optimizers(opt_b, opt_m, sched(opt_b) if opt_b else None, sched(opt_m) if opt_m else None)
 
-def mask_weight(cfg: TrainConfig, epoch: int) -> float:
+
+# %% ../nbs/08_train.ipynb #om03
+def mask_weight(cfg: TrainConfig,  # the run: method, mask_weight, cooldown, epochs
+                epoch: int,        # 0-based epoch
+               ) -> float:
     "The mask-loss weight w at `epoch`: `cfg.mask_weight` before the cooldown, 0 after."
-    return (
-        cfg.mask_weight if cfg.method == 'ftwt' and epoch < int(cfg.cooldown * cfg.epochs) else 0.0
-    )  # reference: off once epoch >= int(cooldown * epochs)
+    # reference: off once epoch >= int(cooldown * epochs)
+    return cfg.mask_weight if cfg.method == 'ftwt' and epoch < int(cfg.cooldown * cfg.epochs) else 0.0
+
 
 # %% ../nbs/08_train.ipynb #hq02
 def head_quality(tp: Tensor,     # (...) decisions predicted on and labelled on (true positives)
@@ -332,7 +387,8 @@ def head_quality(tp: Tensor,     # (...) decisions predicted on and labelled on 
     balanced = torch.stack([tpr, tnr]).nanmean(0)  # (TPR + TNR) / 2: 50% for a head that always answers the same
     return dict(accuracy=100 * (tp + tn) / total, balanced_accuracy=100 * balanced, f1=100 * 2 * tp / (on + pos))
 
-def _head_metrics(sizes: list, counts: Tensor, used: Tensor, n: float) -> dict:  # C_l per layer; counts (sum C_l, 3), used (sum C_l,)
+# sizes: C_l per layer; counts (sum C_l, 3); used (sum C_l,); n: images
+def _head_metrics(sizes: list, counts: Tensor, used: Tensor, n: float) -> dict:
     "Head measures from per-filter counts (true positives, predicted on, labelled on) and images keeping each filter."
     number = lambda v: None if math.isnan(v) else v
     mean_where = lambda v, ok: [
@@ -364,6 +420,7 @@ def _head_metrics(sizes: list, counts: Tensor, used: Tensor, n: float) -> dict: 
 def _unwrap(model): return model.module if hasattr(model, 'module') else model
 
 def _batches(loader, rt: Runtime, max_steps: int | None):
+    "The loader's (x, y) on the device, x channels-last, for at most `max_steps` batches."
     for i, (x, y) in enumerate(loader):
         if max_steps is not None and i >= max_steps: return
         yield (
@@ -371,50 +428,58 @@ def _batches(loader, rt: Runtime, max_steps: int | None):
             y.to(rt.device, non_blocking=True),
         )
 
+@dataclass
+class _EvalSums:
+    "What `evaluate` adds up over the test images (float64 on the device; all-reduced under DDP)."
+    sums: Tensor    # (5,) correct, images, exact MACs, paper-convention MACs, kept share
+    counts: Tensor  # (sum C_l, 3) per filter: true positives, predicted on, labelled on
+    used: Tensor    # (sum C_l,) images keeping each filter
+    @classmethod
+    def zeros(cls, layers: list, device):
+        c = sum(g.conv.out_channels for g in layers)
+        return cls(*(torch.zeros(*shape, dtype=torch.float64, device=device) for shape in ((5,), (c, 3), (c,))))
+    def add(self, core: nn.Module, layers: list, out: Tensor, y: Tensor, static: int):  # out (B, classes), y (B,)
+        "Add a batch: correct answers, images, MACs in both conventions, kept share and the heads' decisions."
+        self.sums[0] += (out.argmax(1) == y).sum(); self.sums[1] += len(y)
+        if not layers: self.sums[2:4] += static * len(y); self.sums[4] += len(y); return
+        self.sums[2] += dynamic_macs(core).sum(); self.sums[3] += dynamic_macs(core, 'paper').sum()
+        self.sums[4] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
+        on, pos = [g.logits > 0 for g in layers], [g.labels > 0.5 for g in layers]   # (B, C_l) each
+        self.counts += torch.cat([torch.stack([(o & p).sum(0), o.sum(0), p.sum(0)], 1) for o, p in zip(on, pos)])
+        self.used += torch.cat([(g.mask > 0).sum(0) for g in layers])
 
+
+# %% ../nbs/08_train.ipynb #ev02
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, rt: Runtime, static: int, max_steps: int | None = None) -> dict:
-    "Top-1 (%), mean exact MACs, FLOPs reductions (%) in both conventions, and how well and how dynamically the heads predict."
+def evaluate(model: nn.Module,              # the model (DDP-wrapped or not), dense or gated; put in eval mode
+             loader,                        # test batches (x, y)
+             rt: Runtime,                   # this process: device, autocast, DDP
+             static: int,                   # dense MACs per image (`static_macs`): the base of the reductions
+             max_steps: int | None = None,  # evaluate on this many batches only; ValueError when none remain
+            ) -> dict:  # top1, macs, flops_reduction, flops_reduction_paper, keep_ratio and the heads' measures
+    "Top-1 (%), mean exact MACs, FLOPs reductions (%) in both conventions, and the heads' accuracy and dynamism."
     core = _unwrap(model).eval()
     layers = gated_layers(core)
-    sums = torch.zeros(5, dtype=torch.float64, device=rt.device)  # correct, n, macs, paper macs, kept share
-    counts = torch.zeros(
-        sum(g.conv.out_channels for g in layers), 3, dtype=torch.float64, device=rt.device
-    )  # per filter: true positives, predicted on, labelled on
-    used = torch.zeros(
-        sum(g.conv.out_channels for g in layers), dtype=torch.float64, device=rt.device
-    )  # inputs keeping each filter
+    acc = _EvalSums.zeros(layers, rt.device)
     for x, y in _batches(loader, rt, max_steps):
         with rt.autocast(): out = core(x)
-        sums[0] += (out.argmax(1) == y).sum(); sums[1] += len(y)
-        if layers:
-            sums[2] += dynamic_macs(core).sum(); sums[3] += dynamic_macs(core, 'paper').sum()
-            sums[4] += sum(g.mask.float().mean(1).sum() for g in layers) / len(layers)
-            counts += torch.cat(
-                [
-                    torch.stack(
-                        [((g.logits > 0) & (g.labels > 0.5)).sum(0), (g.logits > 0).sum(0), (g.labels > 0.5).sum(0)], 1
-                    )
-                    for g in layers
-                ]
-            )
-            used += torch.cat([(g.mask > 0).sum(0) for g in layers])
-        else: sums[2:4] += static * len(y); sums[4] += len(y)
-    if rt.distributed: dist.all_reduce(sums); dist.all_reduce(counts); dist.all_reduce(used)
-    correct, n, macs, paper, kept = sums.tolist()
+        acc.add(core, layers, out, y, static)
+    if rt.distributed: dist.all_reduce(acc.sums); dist.all_reduce(acc.counts); dist.all_reduce(acc.used)
+    correct, n, macs, paper, kept = acc.sums.tolist()
     if n == 0: raise ValueError("no images to evaluate: the test set (or --max-steps/--max-batches) gives none")
     res = dict(top1=100 * correct / n, macs=macs / n, flops_reduction=100 * (1 - macs / n / static),
                flops_reduction_paper=100 * (1 - paper / n / static), keep_ratio=kept / n)
     return res | (
-        _head_metrics([g.conv.out_channels for g in layers], counts, used, n)
+        _head_metrics([g.conv.out_channels for g in layers], acc.counts, acc.used, n)
         if layers
         else dict(mask_accuracy=None, balanced_accuracy=None, f1=None, dynamic_filters=None)
     )
 
+
 # %% ../nbs/08_train.ipynb #ss02
 @contextlib.contextmanager
 def _masks_from(layers: list, source: str):
-    "Inside the block every gated layer masks with `source`; afterwards each has its own mask source and given mask back."
+    "Inside the block every gated layer masks with `source`; afterwards each gets its mask source and given mask back."
     saved = [(g.mask_source, g.given) for g in layers]
     for g in layers: g.mask_source = source
     try: yield
@@ -424,25 +489,42 @@ def _masks_from(layers: list, source: str):
 def _add_macs(acc: dict, macs: dict):
     for k, v in macs.items(): acc[k] = acc.get(k, 0.) + v.double().sum().item()
 
-@torch.no_grad()
-def saving_split(model: nn.Module, loader, rt: Runtime, max_steps: int | None = None) -> dict:
-    "Split a gated model's exact MACs saving (% of dense) into what static pruning also saves and what depends on the input."
-    core = _unwrap(model).eval()
-    layers = gated_layers(core)
-    if not layers: raise ValueError("saving_split needs a gated model")
+def _gated_pass(core, layers, loader, rt, max_steps):
+    "Pass 1, the gated model as it runs: images keeping each filter, dense and gated MACs per layer, images."
     kept_by = [torch.zeros(g.conv.out_channels, device=rt.device) for g in layers]   # (C_l,) images keeping each filter
-    dense, gated, static, n = {}, {}, {}, 0
-    for x, _ in _batches(loader, rt, max_steps):                  # pass 1: the gated model as it runs
+    dense, gated, n = {}, {}, 0
+    for x, _ in _batches(loader, rt, max_steps):
         with rt.autocast(): core(x)
         for k, g in zip(kept_by, layers): k += (g.mask > 0).sum(0)
         _add_macs(gated, layer_macs(core)); _add_macs(dense, layer_macs(core, dense=True)); n += len(x)
-    for k in kept_by:
-        if rt.distributed: dist.all_reduce(k)
+    return kept_by, dense, gated, n
+
+def _union_pass(core, layers, kept_by, loader, rt, max_steps) -> dict:
+    "Pass 2, the statically pruned network: the union of kept filters as a fixed mask for every image; its MACs."
+    static = {}
     with _masks_from(layers, 'given'):
-        for x, _ in _batches(loader, rt, max_steps):              # pass 2: the union of kept filters, for every image
+        for x, _ in _batches(loader, rt, max_steps):
             for g, k in zip(layers, kept_by): g.given = (k > 0).float().expand(len(x), -1)
             with rt.autocast(): core(x)
             _add_macs(static, layer_macs(core))
+    return static
+
+
+# %% ../nbs/08_train.ipynb #ss05
+@torch.no_grad()
+def saving_split(model: nn.Module,              # a gated model (DDP-wrapped or not); ValueError for a dense one
+                 loader,                        # test batches (x, y)
+                 rt: Runtime,                   # this process: device, autocast, DDP
+                 max_steps: int | None = None,  # use this many batches only
+                ) -> dict:  # static_saving, dynamic_saving (% of dense MACs), static_filters (%), per_layer_macs
+    "Split a gated model's exact MACs saving (% of dense) into what static pruning also saves and what is dynamic."
+    core = _unwrap(model).eval()
+    layers = gated_layers(core)
+    if not layers: raise ValueError("saving_split needs a gated model")
+    kept_by, dense, gated, n = _gated_pass(core, layers, loader, rt, max_steps)
+    for k in kept_by:
+        if rt.distributed: dist.all_reduce(k)
+    static = _union_pass(core, layers, kept_by, loader, rt, max_steps)
     names = list(dense)
     sums = torch.tensor(
         [[d[k] for k in names] for d in (dense, static, gated)] + [[n] * len(names)],
@@ -455,6 +537,7 @@ def saving_split(model: nn.Module, loader, rt: Runtime, max_steps: int | None = 
                 static_filters=100 * torch.cat([k == 0 for k in kept_by]).double().mean().item(),
                 per_layer_macs=dict(layer=names, dense=d, static=s, gated=gm))
 
+
 # %% ../nbs/08_train.ipynb #c030
 class NonFiniteLoss(RuntimeError): "The loss became NaN or infinite."
 class Interrupted(RuntimeError): "Training stopped on a signal after saving a checkpoint."
@@ -463,11 +546,13 @@ class StopFlag:
     "Set by SIGINT/SIGTERM; read, agreed across processes, between steps."
     def __init__(self): self.signum = 0
     def __call__(self, signum, frame): self.signum = signum
-    def agreed(self, rt: Runtime) -> bool:
+    def agreed(self, rt: Runtime) -> bool:  # rt: this process; under DDP every process must call it
+        "Whether any process was asked to stop (the max over processes under DDP)."
         if not rt.distributed: return bool(self.signum)
         t = torch.tensor([float(self.signum)], device=rt.device); dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+# %% ../nbs/08_train.ipynb #es02
 def _zero(device): return torch.zeros((), dtype=torch.float64, device=device)
 
 @dataclass
@@ -480,8 +565,11 @@ class EpochSums:
     n: Tensor          # () training images
     steps: int = 0     # batches of the epoch done, counting those skipped on resume
     @classmethod
-    def zeros(cls, device, steps: int = 0): return cls(*(_zero(device) for _ in range(5)), steps)
+    def zeros(cls, device, steps: int = 0):  # steps: batches already done (resuming mid-epoch)
+        "Empty sums on `device`, at batch `steps` of the epoch."
+        return cls(*(_zero(device) for _ in range(5)), steps)
     def add(self, loss: Tensor, ce: Tensor, ml: Tensor, out: Tensor, y: Tensor):  # a batch: out (B, classes), y (B,)
+        "Add a batch: its mean losses (scalars) times its size, its correct answers and its images."
         for name, v in (
             ('loss', loss.detach() * len(y)),
             ('ce', ce.detach() * len(y)),
@@ -557,31 +645,15 @@ def run_epoch(model: nn.Module,              # the model (DDP-wrapped or not)
 
 @contextlib.contextmanager
 def _dense_teacher(model: nn.Module, layers: list):
-    "Frozen backbone (train='heads'): eval-mode batch norms and no mask applied, so the heads learn the dense network's labels."
+    "Frozen backbone (train='heads'): eval-mode batch norms and no mask, so the heads learn the dense network's labels."
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
     with _masks_from(layers, 'none'): yield
 
 # %% ../nbs/08_train.ipynb #c032
-LOG_FIELDS = [
-    'epoch',
-    'lr',
-    'mlr',
-    'w',
-    'loss',
-    'ce',
-    'mask_loss',
-    'train_top1',
-    'top1',
-    'mask_accuracy',
-    'balanced_accuracy',
-    'f1',
-    'macs',
-    'flops_reduction',
-    'flops_reduction_paper',
-    'dynamic_filters',
-    'seconds',
-]
+LOG_FIELDS = ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'top1', 'mask_accuracy',
+              'balanced_accuracy', 'f1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'dynamic_filters',
+              'seconds']
 LOG_FIELDS += ['epochs']   # the run's planned total when the epoch ran: changes where --resume extended the run
 
 @dataclass
@@ -591,9 +663,8 @@ class RunState:
     step: int = 0                                    # batches of that epoch already trained (a stop mid-epoch)
     best_top1: float = -1.                           # the best test top-1 (%) so far
     log: list = field(default_factory=list)          # the log.csv rows so far
-    metrics: dict = field(default_factory=dict)  # the last evaluation (`evaluate`)
-    extensions: list = field(default_factory=list)  # each resume that raised `epochs`: at_epoch, epochs_from, epochs_to
-
+    metrics: dict = field(default_factory=dict)      # the last evaluation (`evaluate`)
+    extensions: list = field(default_factory=list)   # each resume that raised `epochs`: at_epoch, epochs_from/_to
 
 @dataclass
 class Run:
@@ -613,19 +684,19 @@ class Run:
 # %% ../nbs/08_train.ipynb #c032b
 OPT_KEYS = dict(backbone='opt_backbone', masks='opt_mask', backbone_sched='sched_backbone', masks_sched='sched_mask')
 
-def _rng_state(): return dict(torch=torch.get_rng_state(), python=random.getstate(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+def _rng_state():
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return dict(torch=torch.get_rng_state(), python=random.getstate(), cuda=cuda)
 def _set_rng_state(s):   # the setters take CPU byte tensors only, wherever the checkpoint was mapped
     torch.set_rng_state(s['torch'].cpu()); random.setstate(s['python'])
     if s.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in s['cuda']])
 
-def checkpoint(run: Run) -> dict:
+def checkpoint(run: Run,  # the run as it stands (saved from `run.core`, never the DDP wrapper)
+              ) -> dict:  # plain values and tensors only: `load_checkpoint` reads it without running code
     "Everything needed to continue `run` exactly where it stands (format `CKPT_FORMAT`: these keys, never renamed)."
     cfg, s = run.cfg, run.state
-    opts = {
-        key: o.state_dict() if o is not None else None
-        for name, key in OPT_KEYS.items()
-        for o in [getattr(run.opts, name)]
-    }
+    opts = {key: o.state_dict() if o is not None else None
+            for name, key in OPT_KEYS.items() for o in [getattr(run.opts, name)]}
     return dict(
         format=CKPT_FORMAT,
         config=asdict(cfg),
@@ -645,11 +716,15 @@ def checkpoint(run: Run) -> dict:
         extensions=list(s.extensions),
     )
 
-def restore(run: Run, ck: dict):
+# %% ../nbs/08_train.ipynb #rs02
+def restore(run: Run,  # a run built by `start_run` from the same config
+            ck: dict,  # a checkpoint of it (`load_checkpoint`)
+           ):
     "Load weights, optimiser and scheduler states, RNG states and the run's state from checkpoint `ck` into `run`."
     run.core.load_state_dict(ck['model'])
     for name, key in OPT_KEYS.items():
-        if getattr(run.opts, name) is not None and ck[key] is not None: getattr(run.opts, name).load_state_dict(ck[key])
+        part = getattr(run.opts, name)
+        if part is not None and ck[key] is not None: part.load_state_dict(ck[key])
     _set_rng_state(ck['rng'])
     run.state = RunState(
         ck['epoch'], ck['step'], ck['best_top1'], ck['log'], ck.get('metrics') or {}, ck.get('extensions', [])
@@ -681,7 +756,9 @@ def start_run(cfg: TrainConfig,       # the run asked for
         )
     return run
 
-def resume_from(run: Run, saved: TrainConfig):
+def resume_from(run: Run,            # the run asked for, built by `start_run`, at epoch 0
+                saved: TrainConfig,  # the config stored in `run.out`/last.pt
+               ):
     "Continue `run` from its last.pt (trained as `saved` says); re-plan the schedule when `epochs` grew."
     cfg, last = run.cfg, run.out / 'last.pt'
     restore(run, load_checkpoint(last, map_location=run.rt.device))
@@ -689,34 +766,19 @@ def resume_from(run: Run, saved: TrainConfig):
     if cfg.epochs > saved.epochs:
         _replan(run.opts, cfg, run.state.epoch)
         run.state.extensions.append(dict(at_epoch=run.state.epoch, epochs_from=saved.epochs, epochs_to=cfg.epochs))
-        _say(
-            run.rt,
-            f"extending the run from {saved.epochs} to {cfg.epochs} epochs"
-            + (
-                f": cosine schedule re-planned over {cfg.epochs} epochs, lr now {run.opts.backbone.param_groups[0]['lr']:.4g}"
-                if cfg.schedule == 'cosine'
-                else ''
-            ),
-        )
+        now = ', '.join(f'{k} now {v:.4g}' for k, v in run.opts.lrs().items() if v is not None)  # heads: mlr only
+        replanned = f": cosine schedule re-planned over {cfg.epochs} epochs, {now}" if cfg.schedule == 'cosine' else ''
+        _say(run.rt, f"extending the run from {saved.epochs} to {cfg.epochs} epochs" + replanned)
 
 # %% ../nbs/08_train.ipynb #c032c
-RUNTIME_FIELDS = (
-    'data',
-    'download',
-    'device',
-    'threads',
-    'workers',
-    'progress',
-    'tensorboard',
-    'out',
-)  # how and where a run executes: free to change on resume
-
+# how and where a run executes: free to change on resume
+RUNTIME_FIELDS = ('data', 'download', 'device', 'threads', 'workers', 'progress', 'tensorboard', 'out')
 
 def resumed_config(saved: TrainConfig,  # the config stored in the run's last.pt
                    given: TrainConfig,  # the config asked for now
                    path='last.pt',      # the checkpoint, for the message
                   ) -> TrainConfig:
-    "`given` when it continues `saved`: equal in every field but the runtime ones and a larger `epochs`; else a one-line error."
+    "`given` if it continues `saved` (equal but for runtime fields and a larger `epochs`); else a one-line error."
     for f in fields(TrainConfig):
         was, now = getattr(saved, f.name), getattr(given, f.name)
         if f.name in RUNTIME_FIELDS or now == was or (f.name == 'epochs' and now > was): continue
@@ -724,9 +786,8 @@ def resumed_config(saved: TrainConfig,  # the config stored in the run's last.pt
             f.name, '--' + f.name.replace('_', '-')
         )
         hint = ' (a run can be extended, never shortened)' if f.name == 'epochs' else ''
-        raise ValueError(
-            f"--resume: {flag} is {now!r} but {path} was trained with {was!r}{hint}; give the saved value or drop the flag, or start a new --out"
-        )
+        raise ValueError(f"--resume: {flag} is {now!r} but {path} was trained with {was!r}{hint}; "
+                         "give the saved value or drop the flag, or start a new --out")
     return given
 
 def _replan(opts: Optimizers, cfg: TrainConfig, epoch: int):
@@ -736,7 +797,7 @@ def _replan(opts: Optimizers, cfg: TrainConfig, epoch: int):
         if sch is None: continue
         sch.T_max = cfg.epochs
         for g, lr0 in zip(opt.param_groups, sch.base_lrs):
-            # lr(e) = eta_min + (lr0 - eta_min) (1 + cos(pi e / epochs)) / 2: the rate a run planned with the new total has at e
+            # lr(e) = eta_min + (lr0 - eta_min) (1 + cos(pi e / epochs)) / 2, as planned with the new total
             g['lr'] = sch.eta_min + (lr0 - sch.eta_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
         sch._last_lr = [g['lr'] for g in opt.param_groups]
 
@@ -757,9 +818,8 @@ def train_phase(run: Run,         # the run, at the start of epoch `run.state.ep
     if sums.steps < _epoch_length(run.train, cfg.max_steps):
         s.step = sums.steps
         if run.rt.main: save_atomic(checkpoint(run), run.out / 'last.pt')
-        raise Interrupted(
-            f"stopped at epoch {s.epoch + 1}, step {s.step}; checkpoint saved to {run.out / 'last.pt'} (continue with --resume)"
-        )
+        raise Interrupted(f"stopped at epoch {s.epoch + 1}, step {s.step}; checkpoint saved to {run.out / 'last.pt'} "
+                          "(continue with --resume)")
     return sums.means(run.rt)
 
 def end_epoch(run: Run,      # the run whose epoch `run.state.epoch` was just trained
@@ -780,25 +840,27 @@ def _write_log(rows: list[dict], out: Path):
         wr = csv.DictWriter(f, LOG_FIELDS); wr.writeheader(); wr.writerows(rows)
     os.replace(tmp, out / 'log.csv')
 
-def save_checkpoints(run: Run, improved: bool):  # improved: the epoch just ended set a new best top-1
+def save_checkpoints(run: Run,       # the run, its state moved on past the epoch just ended (`end_epoch`)
+                     improved: bool,  # the epoch just ended set a new best top-1
+                    ):
     "Rank 0 saves last.pt, and best.pt on a new best top-1."
     if not run.rt.main: return
     ck = checkpoint(run)
     save_atomic(ck, run.out / 'last.pt')
     if improved: save_atomic(ck, run.out / 'best.pt')
 
-def log_epoch(run: Run, row: dict, tb=None):  # row: the epoch's log.csv row; tb: a TensorBoard writer or None
+def log_epoch(run: Run,    # the run, its state moved on past the epoch just ended (`end_epoch`)
+              row: dict,   # the epoch's log.csv row (`LOG_FIELDS`)
+              tb=None,     # a TensorBoard writer, or None
+             ):
     "Rank 0 rewrites log.csv and logs to TensorBoard; one line per epoch on the console."
     m = run.state.metrics
     if run.rt.main:
         _write_log(run.state.log, run.out)
         if tb: [tb.add_scalar(k, v, row['epoch']) for k, v in row.items() if isinstance(v, (int, float))]
     heads = f"  mask acc {m['mask_accuracy']:.1f}%" if m['mask_accuracy'] is not None else ''
-    _say(
-        run.rt,
-        f"epoch {row['epoch']}/{run.cfg.epochs}  loss {row['loss']:.3f}  train {row['train_top1']:.2f}%  top1 {m['top1']:.2f}%  "
-        f"FLOPs reduction {m['flops_reduction']:.1f}%{heads}  {row['seconds']:.0f}s",
-    )
+    _say(run.rt, f"epoch {row['epoch']}/{run.cfg.epochs}  loss {row['loss']:.3f}  train {row['train_top1']:.2f}%  "
+                 f"top1 {m['top1']:.2f}%  FLOPs reduction {m['flops_reduction']:.1f}%{heads}  {row['seconds']:.0f}s")
 
 # %% ../nbs/08_train.ipynb #c033e
 def fit_epoch(run: Run,         # the run, at the start of epoch `run.state.epoch` (or part way into it)
@@ -820,7 +882,7 @@ def fit_epoch(run: Run,         # the run, at the start of epoch `run.state.epoc
 def final_metrics(run: Run,                # the finished run
                   command: str | None,     # the command line that started it (None: called from Python)
                  ) -> dict:
-    "The run's results: last evaluation, best top-1, exact MACs, the static/dynamic split of the saving, and the config."
+    "The run's results: last evaluation, best top-1, exact MACs, the static/dynamic split of the saving, the config."
     cfg, s, m, core = run.cfg, run.state, run.state.metrics, run.core
     split = saving_split(core, run.test, run.rt, cfg.max_steps) if gated_layers(core) else {}
     ftwt = lambda v: v if cfg.method == 'ftwt' else None
@@ -851,7 +913,7 @@ def final_metrics(run: Run,                # the finished run
         keep=cfg.keep,
         epochs=cfg.epochs,
         subset=cfg.subset,
-        seconds=sum(r['seconds'] for r in s.log),
+        seconds=sum(row['seconds'] for row in s.log),
         world_size=run.rt.world_size,
         device=str(run.rt.device),
         config=asdict(cfg),
@@ -862,7 +924,7 @@ def final_metrics(run: Run,                # the finished run
 # %% ../nbs/08_train.ipynb #c033h
 @contextlib.contextmanager
 def _on_signals(stop: StopFlag):
-    "Inside the block SIGINT and SIGTERM set `stop` (only the main thread may install handlers); afterwards the old ones return."
+    "SIGINT and SIGTERM set `stop` inside the block (only the main thread can install handlers); then the old return."
     handlers = {}
     for s in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError): handlers[s] = signal.signal(s, stop)

@@ -79,7 +79,14 @@ def collect(runs: Path, out: Path) -> list[dict]:
     rows = [row(json.loads(f.read_text()), est, est_dense, f.parent) for f in sorted(runs.glob('*/metrics.json'))]
     order = {'baseline': 0, 'ftwt': 1, 'uniform': 2}
     rows.sort(
-        key=lambda r: (order[r['method']], r['mode'] or '', not r['softmax'], r['r'] or 0, r['keep'] or 0, r['epochs'])
+        key=lambda row: (
+            order[row['method']],
+            row['mode'] or '',
+            not row['softmax'],
+            row['r'] or 0,
+            row['keep'] or 0,
+            row['epochs'],
+        )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, 'w', newline='') as f:
@@ -116,7 +123,7 @@ if __name__ == '__main__':
     elif len(sys.argv) == 4 and sys.argv[1] == '--plot':
         plot(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) == 3:
-        for r in collect(Path(sys.argv[1]), Path(sys.argv[2])):
-            print(r)
+        for row in collect(Path(sys.argv[1]), Path(sys.argv[2])):
+            print(row)
     else:
         sys.exit(__doc__)

@@ -4,8 +4,9 @@ Usage: python reproduce/collect_dynamic.py --hebbnb RUN_DIR ... --reference RUN_
        python reproduce/collect_dynamic.py --markdown results/dynamic_summary.csv    # the README's table
 Writes OUT/dynamic_epochs.csv (one row per run and epoch: how well and how dynamically the heads predict, on the test
 images each run evaluates every epoch; its balanced accuracy is as the run logged it, pooled over all decisions for
-the runs made before hebbnb computed it per filter, which includes every run committed so far) and OUT/dynamic_summary.csv (one row per run: its last epoch, plus the split of
-the saved MACs into the static part, which a statically pruned network also saves, and the input-dependent part).
+the runs made before hebbnb computed it per filter, which includes every run committed so far) and
+OUT/dynamic_summary.csv (one row per run: its last epoch, plus the split of the saved MACs into the static part, which
+a statically pruned network also saves, and the input-dependent part).
 hebbnb runs read RUN/log.csv and RUN/metrics.json (written by hebbnb-train); reference runs read the same files written
 by reproduce/reference_ftwt.py (whose FLOPs follow the reference code's formula, gated convs only).
 """
@@ -73,13 +74,13 @@ def run_info(code: str, run: Path) -> dict:
 def epoch_rows(code: str, run: Path) -> list[dict]:
     info = run_info(code, run)
     return [
-        dict(info, epoch=int(r['epoch']), **{k: _num(r.get(k)) for k in EPOCH_COLUMNS[6:]})
-        for r in csv.DictReader(open(run / 'log.csv'))
+        dict(info, epoch=int(row['epoch']), **{k: _num(row.get(k)) for k in EPOCH_COLUMNS[6:]})
+        for row in csv.DictReader(open(run / 'log.csv'))
     ]
 
 
 def summary_row(code: str, run: Path) -> dict:
-    "The run's measures on the full test set (RUN/eval.json, or a finished full run's metrics.json), else at its last epoch; and its split of the saved MACs."
+    "The run's measures on the full test set (eval.json or a full run's metrics.json), else its last epoch's; split."
     last = epoch_rows(code, run)[-1]
     cfg = run_config(run)
     ev = json.loads((run / 'eval.json').read_text()) if (run / 'eval.json').exists() else None
@@ -126,18 +127,22 @@ def write(rows: list[dict], columns: list, path: Path):
 
 SUMMARY_TABLE = [
     ('code', 'code', ''),
-    ('heads', lambda r: f"{'softmax' if r['softmax'] else 'no softmax'}, mlr {r['mlr']:g}", ''),
-    ('trained', lambda r: 'heads only, frozen backbone' if r['train'] == 'heads' else 'backbone and heads', ''),
-    ('epochs', lambda r: f"{r['epochs_done']} of {r['epochs']}", ''),
+    ('heads', lambda row: f"{'softmax' if row['softmax'] else 'no softmax'}, mlr {row['mlr']:g}", ''),
+    ('trained', lambda row: 'heads only, frozen backbone' if row['train'] == 'heads' else 'backbone and heads', ''),
+    ('epochs', lambda row: f"{row['epochs_done']} of {row['epochs']}", ''),
     ('test images', 'test_images', ''),
-    ('top-1 (%)', lambda r: r['top1'] if r['train'] == 'all' else None, '.2f'),  # heads only: the frozen backbone's
+    (
+        'top-1 (%)',
+        lambda row: row['top1'] if row['train'] == 'all' else None,
+        '.2f',
+    ),  # heads only: the frozen backbone's
     ('FLOPs reduction (%)', 'flops_reduction', '.1f'),
     ('balanced accuracy per filter (%)', 'balanced_accuracy', '.1f'),
     ('input-dependent filters (%)', 'dynamic_filters', '.2f'),
     ('input-dependent share of the saving (%)', 'dynamic_share_of_saving', '.1f'),
 ]
 SPLIT_TABLE = [
-    ('checkpoint', lambda r: f"`{r['checkpoint']}`", ''),
+    ('checkpoint', lambda row: f"`{row['checkpoint']}`", ''),
     ('top-1 (%)', 'top1', '.2f'),
     ('exact FLOPs reduction (%)', 'flops_reduction', '.1f'),
     ('static part (%)', 'static_saving', '.1f'),
@@ -153,7 +158,7 @@ def markdown(path: Path) -> str:
 
 
 def markdown_split(path: Path) -> str:
-    "The README's table of the static/dynamic split of committed checkpoints, from results/cifar10_resnet20_saving_split.csv."
+    "The README's static/dynamic split of committed checkpoints, from results/cifar10_resnet20_saving_split.csv."
     return markdown_table(read_rows(path), SPLIT_TABLE)
 
 
@@ -173,7 +178,7 @@ def main():
     runs = [(c, d) for c, d in runs if (d / 'log.csv').exists()]
     if not runs:
         p.error('no run folder with a log.csv given')
-    write([r for c, d in runs for r in epoch_rows(c, d)], EPOCH_COLUMNS, Path(a.out) / 'dynamic_epochs.csv')
+    write([row for c, d in runs for row in epoch_rows(c, d)], EPOCH_COLUMNS, Path(a.out) / 'dynamic_epochs.csv')
     write([summary_row(c, d) for c, d in runs], SUMMARY_COLUMNS, Path(a.out) / 'dynamic_summary.csv')
 
 

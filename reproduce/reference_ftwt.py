@@ -1,4 +1,4 @@
-"""The FTWT authors' reference code (github selkerdawy/FTWT) run side by side with hebbnb, from a checkout the user passes.
+"""The FTWT authors' reference code (github selkerdawy/FTWT) run beside hebbnb, from a checkout the user passes.
 
     git clone https://github.com/selkerdawy/FTWT /tmp/ref/FTWT     # a scratch folder outside this repository
     python reproduce/reference_ftwt.py check --reference /tmp/ref/FTWT
@@ -10,10 +10,10 @@ Nothing of the reference code is copied here: its modules are imported at run ti
 - `heads`: their mask predictors trained alone on a frozen backbone (issue 11, experiment 3), measured with hebbnb's
   definitions (`dynamic_filters`, balanced accuracy, F1) on hebbnb's data pipeline.
 
-Import shims (no file of the checkout is changed): `utils`, `models` and `models.cifar` are entered in `sys.modules` as bare
-packages, so that their `__init__.py` files (which need tensorboardX, cv2, the MobileNets) do not run; `thop`, which
-`models/cifar/resnet.py` imports but the model never calls, is stubbed when it is not installed. The entries are removed
-again after the import, so their generic top-level names `utils` and `models` do not leak into the process.
+Import shims (no file of the checkout is changed): `utils`, `models` and `models.cifar` are entered in `sys.modules` as
+bare packages, so that their `__init__.py` files (which need tensorboardX, cv2, the MobileNets) do not run; `thop`,
+which `models/cifar/resnet.py` imports but the model never calls, is stubbed when it is not installed. The entries are
+removed again after the import, so their generic top-level names `utils` and `models` do not leak into the process.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ NEEDED = ('utils/layers.py', 'utils/utils.py', 'utils/eval.py', 'models/cifar/re
 _CACHE: dict[str, types.SimpleNamespace] = {}
 
 
-# ---------------------------------------------------------------------------------------------------------------- import
+# -------------------------------------------------------------------------------------------------------------- import
 def check_reference(
     ref_dir: str | Path,  # a checkout of selkerdawy/FTWT
 ) -> Path:  # the resolved folder
@@ -100,7 +100,7 @@ def import_reference(
     return _CACHE[str(d)]
 
 
-# ----------------------------------------------------------------------------------------------------------------- build
+# --------------------------------------------------------------------------------------------------------------- build
 def _check_arch(arch):
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
@@ -137,7 +137,7 @@ def build_reference(
     num_classes: int = 10,  # classes
     init: str | Path | None = None,  # hebbnb baseline checkpoint to load before the heads go in
 ) -> tuple[nn.Module, list]:  # their model, their ConvWithMask layers in forward order ([] when dense)
-    "Their CIFAR ResNet or VGG16-BN, dense or with predictors installed as their cifar.py does (decoupled, mass labels)."
+    "Their CIFAR ResNet or VGG16-BN, dense or with predictors as their cifar.py installs them (decoupled, mass labels)."
     R = import_reference(ref_dir)
     if _check_arch(arch).startswith('resnet'):
         model = R.resnet.resnet(depth=int(arch[6:]), num_classes=num_classes, block_name='BasicBlock')
@@ -178,7 +178,7 @@ def reference_optimizers(
     return opts
 
 
-# ------------------------------------------------------------------------------------------------------------------ step
+# ---------------------------------------------------------------------------------------------------------------- step
 class ReferenceStep:
     "One batch of their training loop: cifar.py `train` (FTWT) or `train_baseline` (dense), on a fixed batch."
 
@@ -248,12 +248,12 @@ def reference_steps(
     }
 
 
-# ---------------------------------------------------------------------------------------------------------- name mapping
+# -------------------------------------------------------------------------------------------------------- name mapping
 def hebbnb_to_reference(
     arch: str,  # one of ARCHS
     state: dict,  # a state dict of `hebbnb.models.create(arch)`
 ) -> dict:  # the same tensors under their model's names
-    "Rename a hebbnb dense state dict to the reference model's names (ResNet: stem -> conv1/bn1; VGG: flat features, classifier)."
+    "A hebbnb dense state dict under the reference model's names (ResNet: stem -> conv1/bn1; VGG: flat features)."
     if _check_arch(arch).startswith('resnet'):
         ren = lambda k: (
             k.replace('stem.0.', 'conv1.', 1)
@@ -323,10 +323,10 @@ def load_hebbnb_baseline(
     )
 
 
-# ------------------------------------------------------------------------------------------------------------ heads only
+# ---------------------------------------------------------------------------------------------------------- heads only
 @dataclass
 class HeadsConfig:
-    "Heads-only training of the reference predictors on a frozen hebbnb baseline (mirrors `hebbnb-train --train heads --cooldown 1`)."
+    "Heads-only training of the reference predictors on a frozen hebbnb baseline (as `hebbnb-train --train heads`)."
 
     reference: str = ''  # checkout of selkerdawy/FTWT
     arch: str = 'resnet20'  # one of ARCHS (needs a hebbnb baseline checkpoint of it)
@@ -396,7 +396,7 @@ def _batches(loader, max_steps):
 
 
 class _KeepAll:
-    "Stands in for their `BinarizerSTEStatic` while the heads learn: every filter kept, so the frozen backbone runs dense."
+    "Stands in for their `BinarizerSTEStatic` while the heads learn: every filter kept, the frozen backbone runs dense."
 
     @staticmethod
     def apply(threshold, probs):
@@ -415,7 +415,7 @@ def _dense_teacher(R):
 
 
 def heads_epoch(R, model, loader, opt, max_steps=None) -> dict:
-    "One epoch of their mask loss (weight 1, as before their cooldown) on the heads alone; the backbone does not move and runs dense."
+    "One epoch of their mask loss (weight 1, as before their cooldown) on the heads alone; the backbone stays dense."
     heads_train_mode(model)
     sums = torch.zeros(4, dtype=torch.float64)  # mask loss, their mask accuracy (%), task loss, images
     with _dense_teacher(R):
@@ -456,7 +456,8 @@ class _OutSize:
 
 
 def their_flops(layers: list, hw: list, active: list) -> float:
-    "Their FLOPs formula (utils/layers.py): sum over gated layers of active_l * H_l W_l * (active_{l-1} / g) * k^2, image input first."
+    "Their FLOPs formula (utils/layers.py), summed over the gated layers from the image input on."
+    # FLOPs = sum_l active_l * H_l W_l * (active_{l-1} / g) * ks^2  (ks: kernel side; their `l.k` is the area ks^2)
     prev, total = 3.0, 0.0
     for l, s, a in zip(layers, hw, active):
         total += a * s * (prev // l.g) * l.k
@@ -466,7 +467,7 @@ def their_flops(layers: list, hw: list, active: list) -> float:
 
 @torch.no_grad()
 def evaluate_reference(R, model, layers, loader, max_steps=None) -> dict:
-    "Top-1, their mask accuracy, and hebbnb's head measures (`dynamic_filters`, balanced accuracy, F1) of their gated model."
+    "Top-1, their mask accuracy and hebbnb's head measures (`dynamic_filters`, balanced accuracy, F1) of their model."
     model.eval()
     size = _OutSize(layers)
     counts = torch.zeros(
@@ -540,7 +541,7 @@ def _write_log(rows, out: Path):
 
 
 def _resume(c: HeadsConfig, model, opt, sched) -> tuple[int, list, dict]:
-    "Continue from `c.out`/last.pt when it exists: (next epoch, log rows, last metrics); the run's options must not have changed."
+    "Continue from `c.out`/last.pt if it exists: (next epoch, log rows, last metrics); the options must be unchanged."
     p = Path(c.out) / 'last.pt'
     if not p.is_file():
         return 0, [], {}
@@ -573,6 +574,22 @@ def _resume(c: HeadsConfig, model, opt, sched) -> tuple[int, list, dict]:
     return ck['epoch'], ck['log'], ck['metrics']
 
 
+def data_config(
+    c: HeadsConfig,  # the heads run: arch, dataset, data, subset, test_subset, batch_size, seed
+) -> TrainConfig:  # never downloads: the baseline was trained on the same local data
+    "The hebbnb config whose `make_data` gives a heads run (trained or evaluated) its batches, built in one place."
+    return TrainConfig(
+        arch=c.arch,
+        dataset=c.dataset,
+        data=c.data,
+        download=False,
+        subset=c.subset,
+        test_subset=c.test_subset,
+        batch_size=c.batch_size,
+        seed=c.seed,
+    )
+
+
 def train_heads(
     c: HeadsConfig,  # the run
     command: str = '',  # the command line, recorded in metrics.json
@@ -584,17 +601,7 @@ def train_heads(
     random.seed(c.seed)
     R, out = import_reference(c.reference), Path(c.out)
     rt = Runtime(torch.device('cpu'))
-    tc = TrainConfig(
-        arch=c.arch,
-        dataset=c.dataset,
-        data=c.data,
-        download=False,
-        subset=c.subset,
-        test_subset=c.test_subset,
-        batch_size=c.batch_size,
-        seed=c.seed,
-    )
-    train_loader, test_loader, nc = make_data(tc, rt)
+    train_loader, test_loader, nc = make_data(data_config(c), rt)
     model, _ = build_reference(c.reference, c.arch, num_classes=nc)
     check = load_hebbnb_baseline(model, c.init, c.arch, x=next(iter(test_loader))[0][:64])  # on real test images
     layers = R.utils.fuse_masking(
@@ -646,7 +653,8 @@ def train_heads(
         )
         print(
             f"epoch {epoch + 1}/{c.epochs}  mlr {mlr:.4g}  mask loss {tr['mask_loss']:.3f}  top1 {res['top1']:.2f}%  "
-            f"mask acc {res['mask_accuracy']:.1f}% (theirs {res['mask_accuracy_ref']:.1f}%)  balanced {res['balanced_accuracy']:.1f}%  "
+            f"mask acc {res['mask_accuracy']:.1f}% (theirs {res['mask_accuracy_ref']:.1f}%)  "
+            f"balanced {res['balanced_accuracy']:.1f}%  "
             f"F1 {res['f1']:.1f}%  dynamic filters {res['dynamic_filters']:.2f}%  {rows[-1]['seconds']:.0f}s",
             flush=True,
         )
@@ -667,7 +675,7 @@ def train_heads(
         **{k: v for k, v in rows[-1].items() if k not in ('epoch', 'mlr', 'seconds')},
         per_layer=res.get('per_layer'),
         baseline_check=check,
-        seconds=sum(r['seconds'] for r in rows),
+        seconds=sum(row['seconds'] for row in rows),
         torch=torch.__version__,
         threads=c.threads,
         config=asdict(c),
@@ -677,7 +685,7 @@ def train_heads(
     return final
 
 
-# ------------------------------------------------------------------------------------------------------------------- CLI
+# ----------------------------------------------------------------------------------------------------------------- CLI
 def parser() -> argparse.ArgumentParser:
     "The command line: `check` (name mapping and logits) and `heads` (heads-only training)."
     p = argparse.ArgumentParser(prog='reference_ftwt.py', description=__doc__.split('\n')[0])
@@ -747,16 +755,7 @@ def eval_main(a):
     c = HeadsConfig(**{**ck['config'], 'reference': a.reference, 'test_subset': a.test_subset, 'threads': a.threads})
     torch.set_num_threads(c.threads)
     R = import_reference(c.reference)
-    tc = TrainConfig(
-        arch=c.arch,
-        dataset=c.dataset,
-        data=c.data,
-        download=False,
-        test_subset=c.test_subset,
-        batch_size=c.batch_size,
-        seed=c.seed,
-    )
-    _, test_loader, nc = make_data(tc, Runtime(torch.device('cpu')))
+    _, test_loader, nc = make_data(data_config(c), Runtime(torch.device('cpu')))
     model, _ = build_reference(c.reference, c.arch, num_classes=nc)
     layers = R.utils.fuse_masking(
         types.SimpleNamespace(module=model), None, ftwt_args(c.arch, c.r, c.softmax, num_classes=nc)

@@ -6,10 +6,10 @@
 Each round times `--steps` batches of every variant in turn (after a warm-up), so that machine drift hits all variants
 alike; the table reports the median over rounds and each FTWT variant's time as a ratio to the dense one of its round.
 The steps are hebbnb's own `run_epoch` and `evaluate` (which counts exact MACs per input) on random CIFAR-size batches.
-With `--reference DIR` (a checkout of github selkerdawy/FTWT, outside this repository) the reference code's dense and FTWT
-training steps (`reproduce/reference_ftwt.py`: their loop's forward, losses, backward and both optimiser steps, same batch,
-channels-last) join every round as variants 'reference dense' and 'reference ftwt', and a column `ratio_to_reference_dense`
-gives each training step's time over the reference dense step of its round.
+With `--reference DIR` (a checkout of github selkerdawy/FTWT, outside this repository) the reference code's dense and
+FTWT training steps (`reproduce/reference_ftwt.py`: their loop's forward, losses, backward and both optimiser steps,
+same batch, channels-last) join every round as variants 'reference dense' and 'reference ftwt', and a column
+`ratio_to_reference_dense` gives each training step's time over the reference dense step of its round.
 """
 
 import argparse, copy, csv, os, platform, statistics, sys, time
@@ -30,7 +30,7 @@ def cpu_name() -> str:
 
 
 def variants(arch: str, r: float, batch: int, rt: Runtime, reference: str | None = None) -> dict:
-    "'variant step' -> callable running one batch: dense/FTWT train and eval steps of one `arch` (and the reference code's train steps)."
+    "'variant step' -> callable running one batch: dense/FTWT train and eval steps of `arch` (and the reference's)."
     dense = create(arch, 10).to(rt.device, memory_format=torch.channels_last)
     ftwt = gate(copy.deepcopy(dense), r=r).to(rt.device, memory_format=torch.channels_last)
     x = torch.randn(batch, *input_size(arch), device=rt.device)
@@ -95,13 +95,14 @@ def markdown(path: str | Path) -> str:
     "The README's training-speed table, from a CSV written by this script: images/s and FTWT/dense step-time ratios."
     rows = list(csv.DictReader(open(path)))
     get = lambda arch, step, variant, col: next(
-        (r[col] for r in rows if (r['arch'], r['step'], r['variant']) == (arch, step, variant)), ''
+        (row[col] for row in rows if (row['arch'], row['step'], row['variant']) == (arch, step, variant)), ''
     )
     lines = [
-        '| model | step | dense (img/s) | FTWT (img/s) | FTWT / dense time | reference dense (img/s) | reference FTWT (img/s) | reference FTWT / dense time | FTWT throughput / reference FTWT |',
+        '| model | step | dense (img/s) | FTWT (img/s) | FTWT / dense time | reference dense (img/s) '
+        '| reference FTWT (img/s) | reference FTWT / dense time | FTWT throughput / reference FTWT |',
         '|---|---|---|---|---|---|---|---|---|',
     ]
-    for arch in dict.fromkeys(r['arch'] for r in rows):
+    for arch in dict.fromkeys(row['arch'] for row in rows):
         for step in ('train', 'eval'):
             ref_ftwt = get(arch, step, 'reference ftwt', 'images_per_s')
             ours = get(arch, step, 'ftwt', 'images_per_s')
@@ -109,8 +110,9 @@ def markdown(path: str | Path) -> str:
             ref_ratio = (
                 f"{float(get(arch, step, 'reference ftwt', 'ratio_to_reference_dense')):.2f}" if ref_ftwt else ''
             )
+            ratio = float(get(arch, step, 'ftwt', 'ratio_to_dense'))
             lines.append(
-                f"| {arch} | {step} | {get(arch, step, 'dense', 'images_per_s')} | {ours} | {float(get(arch, step, 'ftwt', 'ratio_to_dense')):.2f} | "
+                f"| {arch} | {step} | {get(arch, step, 'dense', 'images_per_s')} | {ours} | {ratio:.2f} | "
                 f"{get(arch, step, 'reference dense', 'images_per_s')} | {ref_ftwt} | {ref_ratio} | {vs_ref} |"
             )
     return '\n'.join(lines)

@@ -1,4 +1,4 @@
-"""Helpers of the browser tests: Debian's Chromium driven by Playwright (never a downloaded browser), a quiet static server.
+"""Helpers of the browser tests: Debian's Chromium driven by Playwright (never a downloaded browser), a static server.
 
 The tests that use them skip unless Chromium and Playwright are installed, and fail instead of skipping when
 `HEBBNB_BROWSER_TESTS=1` (as `.ci/run` sets it).
@@ -23,7 +23,7 @@ FLAGS = [
 
 
 def require_browser():
-    "Skip (or fail, with HEBBNB_BROWSER_TESTS=1) when Chromium or Playwright is missing; return playwright's sync_playwright."
+    "Skip (fail with HEBBNB_BROWSER_TESTS=1) without Chromium or Playwright; return Playwright's sync_playwright."
     why = None
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         why = f'no Chromium at {CHROMIUM} (apt-get install chromium)'
@@ -82,6 +82,6 @@ def watch(page) -> list[str]:
         'console', lambda m: m.type == 'error' and problems.append(f'console: {m.text} ({m.location.get("url", "")})')
     )
     page.on('pageerror', lambda e: problems.append(f'page error: {e}'))
-    page.on('requestfailed', lambda r: problems.append(f'request failed: {r.url} ({r.failure})'))
-    page.on('response', lambda r: r.status >= 400 and problems.append(f'HTTP {r.status}: {r.url}'))
+    page.on('requestfailed', lambda req: problems.append(f'request failed: {req.url} ({req.failure})'))
+    page.on('response', lambda resp: resp.status >= 400 and problems.append(f'HTTP {resp.status}: {resp.url}'))
     return problems

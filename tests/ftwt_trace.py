@@ -1,4 +1,4 @@
-"Record a few seeded FTWT training steps (logits, labels, masks, losses, weights, exact MACs): the equality test's reference."
+"Record a few seeded FTWT training steps (logits, labels, masks, losses, weights, exact MACs) for the equality test."
 
 import torch
 import torch.nn.functional as F

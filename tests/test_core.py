@@ -22,8 +22,8 @@ def random_scores(seed, B=16, C=24):
 @pytest.mark.parametrize('seed', range(20))
 def test_mass_k_monotone_in_r(seed):
     s = random_scores(seed)
-    ks = torch.stack([mass_k(s, r) for r in torch.linspace(0.05, 1, 20).tolist()])  # (20, B)
-    assert (ks[1:] >= ks[:-1]).all()
+    k = torch.stack([mass_k(s, r) for r in torch.linspace(0.05, 1, 20).tolist()])  # (20, B): k per r and sample
+    assert (k[1:] >= k[:-1]).all()
 
 
 @pytest.mark.parametrize('seed', range(20))
@@ -148,8 +148,10 @@ def test_gated_conv_uniform_labels_and_joint_mode():
 
 
 def test_readme_is_current():
-    r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'readme.py'), '--check'], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'readme.py'), '--check'], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize('mode', ['decoupled', 'joint'])

@@ -219,20 +219,20 @@ def test_augmentation_repeatable_per_epoch():
 def test_ddp_shards_disjoint_and_covering():
     n, w = 103, 4
     for e in range(3):
-        shards = [epoch_order(n, e, seed=5, rank=r, world_size=w) for r in range(w)]
+        shards = [epoch_order(n, e, seed=5, rank=rank, world_size=w) for rank in range(w)]
         assert {len(s) for s in shards} == {n // w}
         allidx = torch.cat(shards)
         assert len(allidx.unique()) == n - n % w  # disjoint
-    ev = [epoch_order(n, 0, train=False, rank=r, world_size=w) for r in range(w)]
+    ev = [epoch_order(n, 0, train=False, rank=rank, world_size=w) for rank in range(w)]
     assert torch.equal(torch.cat(ev).sort().values, torch.arange(n))  # eval: all samples, once
     # the batches of each rank carry exactly that rank's labels
     x, _ = grey(n)
     y = torch.arange(n)  # label = sample index
-    dls = [CifarBatches(x, y, 8, train=True, seed=5, rank=r, world_size=w, drop_last=False) for r in range(w)]
+    dls = [CifarBatches(x, y, 8, train=True, seed=5, rank=rank, world_size=w, drop_last=False) for rank in range(w)]
     got = [torch.cat([l for _, l in dl]) for dl in dls]
     assert [len(g) for g in got] == [n // w] * w
     assert len(torch.cat(got).unique()) == n - n % w
-    evb = [torch.cat([l for _, l in CifarBatches(x, y, 8, train=False, rank=r, world_size=w)]) for r in range(w)]
+    evb = [torch.cat([l for _, l in CifarBatches(x, y, 8, train=False, rank=rank, world_size=w)]) for rank in range(w)]
     assert torch.equal(torch.cat(evb).sort().values, torch.arange(n))
 
 
@@ -306,7 +306,7 @@ def test_make_data_subsets_and_shards():
     train, test, _ = make_data(tiny_config(subset=100, test_subset=50, batch_size=10), CPU)
     assert torch.cat([y for _, y in train]).bincount().tolist() == [10] * 10
     assert torch.cat([y for _, y in test]).bincount().tolist() == [5] * 10
-    shards = [make_data(tiny_config(batch_size=8), Runtime(torch.device('cpu'), r, 3))[0] for r in range(3)]
+    shards = [make_data(tiny_config(batch_size=8), Runtime(torch.device('cpu'), rank, 3))[0] for rank in range(3)]
     assert [len(s) for s in shards] == [512 // 3 // 8] * 3
 
 

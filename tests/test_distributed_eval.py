@@ -20,7 +20,9 @@ class ClassZero(nn.Module):
 _, val = imagenet_loaders(batch_size=2, workers=0, distributed=True, val_dir=sys.argv[1])
 folder = evaluate(ClassZero(), val, rt, static=1)
 y = torch.tensor([0, 0, 0, 1, 2])
-tensors = evaluate(ClassZero(), CifarBatches(torch.zeros(5, 3, 32, 32, dtype=torch.uint8), y, 2, False, rank=rt.rank, world_size=rt.world_size), rt, static=1)
+x = torch.zeros(5, 3, 32, 32, dtype=torch.uint8)
+batches = CifarBatches(x, y, 2, False, rank=rt.rank, world_size=rt.world_size)
+tensors = evaluate(ClassZero(), batches, rt, static=1)
 if rt.main: print(json.dumps(dict(folder=folder['top1'], tensors=tensors['top1'])))
 '''
 

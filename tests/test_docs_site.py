@@ -1,4 +1,5 @@
-"""The built documentation site in a real browser: pages load cleanly, figures show, every tutorial is reachable, search works.
+"""The built documentation site in a real browser: pages load cleanly, figures show, every tutorial is reachable,
+search works.
 
 Needs `_site/` (`python tools/build_docs.py`) and Debian's Chromium; `.ci/run` builds the site and runs this.
 """

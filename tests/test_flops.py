@@ -23,7 +23,8 @@ EXPECTED_GATED = {'vgg16_bn': 13, 'resnet56': 55, 'mobilenetv1': 27, 'resnet20':
 
 def independent_macs(model, x):
     """Per-sample MACs counted from scratch: hooks on every backbone conv/linear read the real input and output
-    tensors; an input channel is active when not all zero, an output channel when its gate keeps it (all channels of an ungated layer)."""
+    tensors; an input channel is active when not all zero, an output channel when its gate keeps it (all channels of
+    an ungated layer)."""
     heads = {id(g.predictor.fc) for g in gated_layers(model)}
     gate_of = {id(g.conv): g for g in gated_layers(model)}
     # a gate's mask is set after its conv runs: record conv inputs first, count after the forward
@@ -116,9 +117,9 @@ def test_static_macs_match_ptflops_aten_up_to_bias_additions():
     for name in ['resnet20', 'vgg16_bn']:
         m, bias_outputs = create(name).eval(), []
         hooks = [
-            l.register_forward_hook(lambda mod, i, o: bias_outputs.append(o[0].numel()))
-            for l in m.modules()
-            if isinstance(l, (nn.Conv2d, nn.Linear)) and l.bias is not None
+            layer.register_forward_hook(lambda mod, i, o: bias_outputs.append(o[0].numel()))
+            for layer in m.modules()
+            if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.bias is not None
         ]
         with torch.no_grad():
             m(torch.zeros(1, 3, 32, 32))
@@ -132,7 +133,7 @@ def test_static_macs_match_ptflops_aten_up_to_bias_additions():
 
 def test_instrument_records_a_dense_model_once_and_static_macs_keeps_the_records():
     m = instrument(instrument(create('resnet20'))).eval()
-    assert all(len(l._forward_hooks) == 1 for l in m.modules() if isinstance(l, (nn.Conv2d, nn.Linear)))
+    assert all(len(layer._forward_hooks) == 1 for layer in m.modules() if isinstance(layer, (nn.Conv2d, nn.Linear)))
     with torch.no_grad():
         m(torch.randn(2, 3, 32, 32))
     dense = sum(layer_macs(m, dense=True).values())
@@ -142,7 +143,7 @@ def test_instrument_records_a_dense_model_once_and_static_macs_keeps_the_records
         g(torch.randn(2, 3, 32, 32))
     before = dynamic_macs(g)
     static_macs(g, (3, 32, 32))
-    assert torch.equal(dynamic_macs(g), before) and all(len(l._forward_hooks) == 1 for l in gated_layers(g))
+    assert torch.equal(dynamic_macs(g), before) and all(len(layer._forward_hooks) == 1 for layer in gated_layers(g))
 
 
 def test_conv_macs_per_sample_is_a_deprecated_alias():
@@ -155,7 +156,7 @@ def test_static_macs_excludes_heads_and_head_macs_counts_them():
     dense = create('resnet20')
     assert static_macs(gate(create('resnet20')), (3, 32, 32)) == static_macs(dense, (3, 32, 32))
     g = gate(create('resnet20'))
-    assert head_macs(g) == sum(l.conv.in_channels * l.conv.out_channels for l in gated_layers(g))
+    assert head_macs(g) == sum(layer.conv.in_channels * layer.conv.out_channels for layer in gated_layers(g))
 
 
 def test_label_at_post_gates_the_block_output():

@@ -1,4 +1,4 @@
-"ImageNet end to end on a tiny ImageFolder tree of real photographs: baseline and FTWT on 1 and 2 processes, eval, estimate, --init torchvision."
+"ImageNet end to end on a tiny ImageFolder tree of photos: baseline, FTWT (1 and 2 processes), eval, estimate, --init."
 
 import json, os, subprocess, sys, tarfile
 from pathlib import Path
@@ -46,7 +46,7 @@ def script(*args, nproc=1, env=None, timeout=600):
 
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
-    "imagenet/{train,val}/<wnid>/ with the sample's photograph of each of the first CLASSES classes (the same photo in both splits)."
+    "imagenet/{train,val}/<wnid>/ holding the sample's photo of each of the first CLASSES classes (same in both)."
     d = tmp_path_factory.mktemp('data')
     with tarfile.open(Path(DATA) / 'imagenet-sample.tar.gz') as tf:
         for m in tf:
@@ -146,7 +146,7 @@ def test_estimate(root, base):
 
 
 def test_init_torchvision_loads_torchvision_format(root, tmp_path):
-    "--init torchvision reads torchvision's ResNet-18 weights from $TORCH_HOME (here a state dict this test writes: no internet)."
+    "--init torchvision reads ResNet-18 weights in torchvision's format from $TORCH_HOME (written here: no download)."
     import torchvision
     from hebbnb.train import TrainConfig, build_model
     from hebbnb.gating import gated_layers

@@ -1,4 +1,5 @@
-"""The tutorials as a reader runs them: JupyterLab in headless Chromium, Run All Cells from the menu, no error, no stderr.
+"""The tutorials as a reader runs them: JupyterLab in headless Chromium, Run All Cells from the menu,
+no error, no stderr.
 
 JupyterLab runs on 127.0.0.1 without a token, with temporary settings, on copies of the notebooks (the run saves
 them), with this interpreter's `python3` kernel: the project's environment. `HEBBNB_DATA` passes through, so the

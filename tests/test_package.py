@@ -1,6 +1,7 @@
-"A plain `pip install` carries everything the commands need: wheel + sdist built, checked, installed into a fresh venv, run from elsewhere."
+"""A plain `pip install` carries everything the commands need: wheel + sdist built, checked, installed into a fresh
+venv, run from elsewhere."""
 
-import os, subprocess, sys, tarfile, zipfile
+import io, os, subprocess, sys, tarfile, zipfile
 from pathlib import Path
 import pytest
 
@@ -15,8 +16,7 @@ def run(*cmd, **kw):
 
 def base_has_dependencies() -> bool:
     return (
-        BASE_PY.exists()
-        and run(BASE_PY, '-c', 'import torch, torchvision, ptflops, matplotlib, seaborn, tqdm').returncode == 0
+        BASE_PY.exists() and run(BASE_PY, '-c', 'import torch, torchvision, matplotlib, seaborn, tqdm').returncode == 0
     )
 
 
@@ -37,14 +37,23 @@ def test_sdist_and_wheel_carry_recipes_and_baseline(dist_dir):
         'hebbnb/configs/cifar10_resnet56.json',
         'hebbnb/configs/imagenet_resnet18.json',
         'hebbnb/checkpoints/cifar10_resnet20_baseline.pt',
+        'hebbnb/measured/cifar10_resnet20.csv',  # the results hebbnb-estimate's note and the quickstart's help quote
     } <= names
     snames = {n.split('/', 1)[1] for n in tarfile.open(sdist).getnames() if '/' in n}
     assert {
         'hebbnb/configs/cifar10_resnet20.json',
         'hebbnb/checkpoints/cifar10_resnet20_baseline.pt',
+        'hebbnb/measured/cifar10_resnet20.csv',
         'README.md',
         'LICENSE',
     } <= snames
+    with zipfile.ZipFile(whl) as z:  # the estimate note, computed from the wheel's copy of the measured results
+        wheel_csv = z.read('hebbnb/measured/cifar10_resnet20.csv')
+    from hebbnb.cli import MEASURED, estimate_note
+    from hebbnb.results import read_rows, realised_note
+
+    assert wheel_csv == MEASURED.read_bytes()
+    assert realised_note(read_rows(io.StringIO(wheel_csv.decode(), newline=''))) == estimate_note()
     r = run(sys.executable, '-m', 'twine', 'check', '--strict', *dist_dir.iterdir())
     assert r.returncode == 0 and r.stdout.count('PASSED') == 2, r.stdout + r.stderr
 
@@ -54,8 +63,9 @@ def test_sdist_and_wheel_carry_recipes_and_baseline(dist_dir):
     reason=f'{BASE_PY} lacks torch & co. (the fresh venv reuses them instead of downloading)',
 )
 def test_installed_wheel_runs_from_another_folder(dist_dir, tmp_path):
-    "Fresh venv (--system-site-packages: torch & co. from the base interpreter, no download), the wheel only, run outside the repo."
-    # --no-deps: the base's torch wheel pins CUDA packages that are not installed there; the imports below prove the dependencies present
+    "Fresh venv (--system-site-packages: the base's torch & co., no download), the wheel only, run elsewhere."
+    # --no-deps: the base's torch wheel pins CUDA packages that are not installed there; the imports below prove the
+    # dependencies present
     env = tmp_path / 'venv'
     assert run(BASE_PY, '-m', 'venv', '--system-site-packages', env).returncode == 0
     (whl,) = dist_dir.glob('*.whl')
@@ -84,6 +94,7 @@ def test_installed_wheel_runs_from_another_folder(dist_dir, tmp_path):
     assert '"lr": 0.1' in r.stdout and '"schedule": "cosine"' in r.stdout  # the recipe's baseline section was read
     r = run(env / 'bin' / 'hebbnb-quickstart', '--help', cwd=work)
     assert r.returncode == 0 and '--fast' in r.stdout and '--train-baseline' in r.stdout
+    assert '% top-1, ' in ' '.join(r.stdout.split())  # the shipped baseline's figures, read from the installed CSV
     code = (
         "import hebbnb, importlib, pkgutil, sys\n"
         "assert hebbnb.__file__.startswith(sys.prefix), hebbnb.__file__\n"
@@ -91,6 +102,10 @@ def test_installed_wheel_runs_from_another_folder(dist_dir, tmp_path):
         "from hebbnb.cli import shipped_checkpoint, find_config\n"
         "from hebbnb.train import load_checkpoint\n"
         "assert load_checkpoint(shipped_checkpoint())['best_top1'] == 87.46\n"
+        "from hebbnb.cli import MEASURED, estimate_note, measured_baseline\n"
+        "assert MEASURED.is_file() and str(MEASURED).startswith(sys.prefix), MEASURED\n"
+        "assert 'less than the dense estimate' in estimate_note() and 'hebbnb-train --no-softmax' in estimate_note()\n"
+        "assert measured_baseline()['top1'] == load_checkpoint(shipped_checkpoint())['best_top1']\n"
         "print(len(mods), find_config('imagenet_resnet34'))\n"
     )
     r = run(env / 'bin' / 'python', '-c', code, cwd=work)

@@ -1,11 +1,13 @@
 """The reference-code adapter (reproduce/reference_ftwt.py): name mapping, one reference FTWT step, heads-only training.
 
 Runs only when HEBBNB_REFERENCE points at a checkout of github selkerdawy/FTWT (outside this repository), e.g.
-    git clone https://github.com/selkerdawy/FTWT /tmp/ref/FTWT && HEBBNB_REFERENCE=/tmp/ref/FTWT pytest tests/test_reference_ftwt.py
+    git clone https://github.com/selkerdawy/FTWT /tmp/ref/FTWT
+    HEBBNB_REFERENCE=/tmp/ref/FTWT pytest tests/test_reference_ftwt.py
 """
 
 import importlib.util, json, os, subprocess, sys
 from pathlib import Path
+from types import SimpleNamespace
 import pytest, torch
 from hebbnb.models import create
 from hebbnb.train import TrainConfig, Runtime, make_data
@@ -114,6 +116,16 @@ def test_heads_run_writes_log_and_keeps_baseline(rf, tmp_path):
     ck = torch.load(tmp_path / 'h' / 'last.pt', weights_only=False)
     base = rf.hebbnb_to_reference('resnet20', torch.load(BASE, weights_only=False)['model'])
     assert all(torch.equal(ck['model'][k], v) for k, v in base.items())
+
+
+def test_eval_reads_the_test_set_the_run_evaluated(rf, tmp_path):
+    "`eval` rebuilds the run's data from its saved config as `heads` did: on the same test set it measures the same."
+    c = rf.HeadsConfig(reference=REF, dataset='synthetic', subset=64, epochs=1, batch_size=32, out=str(tmp_path / 'h'))
+    assert rf.data_config(c).subset == 64 and rf.data_config(c).download is False
+    final = rf.train_heads(c, command='test')  # no max_steps: evaluated on the whole synthetic test set
+    rf.eval_main(SimpleNamespace(run=c.out, reference=REF, test_subset=None, threads=1))
+    ev = json.loads((tmp_path / 'h' / 'eval.json').read_text())
+    assert ev['epoch'] == 1 and (ev['top1'], ev['dynamic_filters']) == (final['top1'], final['dynamic_filters'])
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path):

@@ -1,6 +1,6 @@
 "--resume never ignores a flag; checkpoints load without running code; RNG states restore whatever the map_location."
 
-import csv, json, math, shutil
+import csv, json, math, re, shutil, warnings
 from dataclasses import fields
 from pathlib import Path
 import pytest, torch
@@ -132,17 +132,40 @@ def test_resume_accepts_runtime_flags_and_the_saved_values(runs, tmp_path):
 
 @pytest.mark.parametrize('schedule, lr3', [('cosine', 0.1 * (1 + math.cos(math.pi * 2 / 3)) / 2), ('step', 0.1)])
 def test_larger_epochs_extends_the_run(tmp_path, schedule, lr3):
-    "The issue's case: --epochs 2 then --epochs 3 --resume trains epoch 3; a cosine schedule is re-planned over 3 epochs."
+    "The issue's case: --epochs 2 then --epochs 3 --resume trains epoch 3; a cosine schedule is re-planned over 3."
     out = tmp_path / 'run'
     assert call(baseline_main, RUN + ['--schedule', schedule, '--out', out])[0] == 0
     code, stdout, err = call(baseline_main, RUN[:-1] + ['3', '--schedule', schedule, '--out', out, '--resume'])
     assert code == 0, err
     assert 'extending the run from 2 to 3 epochs' in stdout
     rows = list(csv.DictReader(open(out / 'log.csv')))
-    assert [(r['epoch'], r['epochs']) for r in rows] == [('1', '2'), ('2', '2'), ('3', '3')]
+    assert [(row['epoch'], row['epochs']) for row in rows] == [('1', '2'), ('2', '2'), ('3', '3')]
     assert float(rows[2]['lr']) == pytest.approx(lr3)
     m = json.loads((out / 'metrics.json').read_text())
     assert m['epochs'] == 3 and m['extensions'] == [dict(at_epoch=2, epochs_from=2, epochs_to=3)]
+
+
+def test_heads_that_never_step_follow_their_schedule_without_a_warning(tmp_path):
+    "cooldown 0 (w = 0 in every epoch): the heads never step, their lr still follows the plan, PyTorch does not warn."
+    cfg = T.tiny_config(method='ftwt', epochs=2, cooldown=0.0, max_steps=1, threads=1, out=str(tmp_path / 'run'))
+    assert [T.mask_weight(cfg, e) for e in range(2)] == [0.0, 0.0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', re.escape('Detected call of `lr_scheduler.step()` before `optimizer.step()`'))
+        T.fit(cfg)
+    rows = list(csv.DictReader(open(tmp_path / 'run' / 'log.csv')))
+    cosine = [(1 + math.cos(math.pi * e / 2)) / 2 for e in range(2)]  # CosineAnnealingLR over 2 epochs, eta_min 0
+    assert [float(row['mlr']) for row in rows] == pytest.approx([0.1 * c for c in cosine])
+    assert [float(row['lr']) for row in rows] == pytest.approx([0.05 * c for c in cosine])
+
+
+def test_heads_only_run_extends_its_cosine_schedule(tmp_path, capsys):
+    "train='heads' has no backbone optimiser: extending it re-plans (and reports) the heads' cosine schedule alone."
+    kw = dict(method='ftwt', train='heads', cooldown=1.0, max_steps=1, threads=1, out=str(tmp_path / 'run'))
+    T.fit(T.tiny_config(epochs=1, **kw))
+    T.fit(T.tiny_config(epochs=2, **kw), resume=True)
+    assert 'cosine schedule re-planned over 2 epochs, mlr now 0.05' in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / 'run' / 'log.csv')))
+    assert [(row['lr'], float(row['mlr'])) for row in rows] == [('', 0.1), ('', pytest.approx(0.05))]
 
 
 def test_fewer_epochs_is_refused(runs, tmp_path):
@@ -189,7 +212,7 @@ def test_checkpoints_hold_only_plain_values(runs):
 
 
 def test_rng_states_stay_on_the_cpu_whatever_the_map_location(runs):
-    "On a GPU `fit` maps the checkpoint to the device; torch.set_rng_state takes only CPU tensors. 'meta' stands in for the GPU."
+    "On a GPU `fit` maps the checkpoint to the device; torch.set_rng_state takes CPU tensors only ('meta': the GPU)."
     ck = load_checkpoint(runs / 'base' / 'last.pt', map_location='meta')
     assert next(iter(ck['model'].values())).device.type == 'meta'
     assert ck['rng']['torch'].device.type == 'cpu'

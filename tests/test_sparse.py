@@ -6,6 +6,7 @@ from torch import nn
 from hebbnb.gating import gate, gated_layers, set_mask_source
 from hebbnb.models import conv_bn
 from hebbnb.data import cifar_images
+import hebbnb.sparse as S
 from hebbnb.sparse import (
     random_gated,
     to_sparse,
@@ -117,14 +118,71 @@ def test_exact_on_real_cifar(arch):
 
 def test_steps_are_typed_and_the_layer_hook_sees_every_layer(models):
     "Steps are dataclasses; `run_steps` hands every compiled layer, in `layers_of` order, to its `run_layer` hook."
-    steps, x, calls = compile_steps(models['resnet20']), inputs(1), []
+    # two executors with the same history: a layer's first call runs the plain conv, later ones may run prepacked
+    steps, twin, x, calls = compile_steps(models['resnet20']), compile_steps(models['resnet20']), inputs(1), []
     assert isinstance(steps[0], ConvStep) and isinstance(steps[-1], LinearStep)
     assert any(isinstance(s, BlockStep) and isinstance(s.shortcut, PadShortcut) for s in steps)
 
-    def hook(L, v, idx, res=None):
-        calls.append(L)
-        return sparse_conv(L, v, idx, res)
+    def hook(layer, v, idx, res=None):
+        calls.append(layer)
+        return sparse_conv(layer, v, idx, res)
 
     with torch.no_grad():
-        assert torch.equal(run_steps(steps, x, hook), run_steps(steps, x))
-    assert calls == layers_of(steps) and len(calls) == len(gated_layers(models['resnet20']))
+        for _ in range(2):
+            assert torch.equal(run_steps(steps, x, hook), run_steps(twin, x))
+    assert calls == 2 * layers_of(steps) and len(calls) == 2 * len(gated_layers(models['resnet20']))
+
+
+def static_heads(model, never_every=4):
+    "Bias every head so that its decisions are provably input-independent: every `never_every`-th filter off."
+    with torch.no_grad():
+        for g in gated_layers(model):
+            W, b = g.predictor.fc.weight.flatten(1), g.predictor.fc.bias
+            off = torch.arange(len(b)) % never_every == 0
+            b.copy_(torch.where(off, -W.amax(1) - 0.1, -W.amin(1) + 0.1))
+    return model
+
+
+def test_decided_heads_are_skipped_and_exact(monkeypatch):
+    "Softmax heads whose logit interval excludes 0 are decided at compile time: the head never runs, outputs exact."
+    model = static_heads(random_gated('resnet20', n=12, seed=5))
+    net, x, calls = to_sparse(model), inputs(6), []
+    assert all(layer.fixed is not None for layer in net.layers)
+    head = S._head
+    monkeypatch.setattr(S, '_head', lambda *a: calls.append(1) or head(*a))
+    r = assert_exact(model, net, x)
+    assert r['same_masks'] == 1 and r['mask_flips'] == 0 and calls == []
+    assert net.kept() == [layer.co - (layer.co + 3) // 4 for layer in net.layers]
+
+
+def test_decided_logits_need_softmax_and_every_filter_decided():
+    model = static_heads(random_gated('resnet20', n=8, seed=5))
+    pred = gated_layers(model)[1].predictor
+    assert torch.equal(S.decided_logits(pred)[0] > 0, torch.arange(16) % 4 != 0)
+    with torch.no_grad():
+        pred.fc.bias[3] = -pred.fc.weight[3].flatten().mean()  # inside the interval: depends on the input
+    assert S.decided_logits(pred) is None
+    assert all(S.decided_logits(g.predictor) is None for g in gated_layers(random_gated('resnet20', n=8)))
+    nosoftmax = random_gated('resnet20', n=8, softmax=False)
+    assert all(S.decided_logits(g.predictor) is None for g in gated_layers(nosoftmax))
+
+
+@pytest.mark.skipif(not S.PACK, reason='this torch build has no oneDNN prepacked convolution')
+@pytest.mark.parametrize('static', [True, False])
+def test_prepacked_compact_and_dense_paths_exact(models, monkeypatch, static):
+    "Repeated blocks run prepacked (every size, here) and the dense fallback prepacked: the outputs stay exact."
+    monkeypatch.setattr(S, 'PACK_MIN_MACS', 0)
+    model = static_heads(random_gated('resnet20', n=12, seed=5)) if static else models['resnet20']
+    x = inputs(4)
+    net = to_sparse(model, warm=x)  # the warm-up call makes every block seen once: the second call packs it
+    with torch.no_grad():
+        ref = set_mask_source(model, 'predicted')(x)
+        for i in range(len(x)):
+            for _ in range(2):
+                assert (net(x[i : i + 1]) - ref[i]).abs().max() < 1e-4
+    assert any(layer.gather is not None and layer.gather[4] is not None for layer in net.layers)
+    for layer in net.layers:
+        layer.dense_above = 0.0  # every layer through the prepacked dense fallback
+    assert_exact(model, net, x)
+    assert {layer.last[3] for layer in net.layers} == {'dense'}
+    assert all(layer.dense_pack is not None for layer in net.layers)

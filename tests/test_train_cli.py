@@ -4,7 +4,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from hebbnb.train import tiny_config, fit, load_checkpoint, save_atomic, StopFlag, CKPT_FORMAT
-from hebbnb.cli import baseline_main, train_main, eval_main, estimate_main
+from hebbnb.cli import baseline_main, train_main, eval_main, estimate_main, quickstart_main, bench_main, export_main
 
 BIN = Path(sys.executable).parent
 DATA = os.environ.get('HEBBNB_DATA')
@@ -95,7 +95,7 @@ def test_no_softmax_heads_survive_the_checkpoint(tmp_path, base_ckpt):
 
 
 def test_dynamic_filters_separates_static_from_dynamic_heads():
-    "Heads with zero weights decide each filter the same way for every input: 0% dynamic; random raw-input heads are dynamic."
+    "Zero-weight heads decide each filter the same way for every input: 0% dynamic; random raw-input heads are dynamic."
     from hebbnb.train import evaluate, setup_runtime
     from hebbnb.gating import gate, gated_layers
     from hebbnb.models import create
@@ -137,10 +137,52 @@ def test_baseline_bad_input_is_one_line(tmp_path, argv, msg):
     assert code == 2 and msg in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_out_that_is_a_file_is_one_line(tmp_path):
+def one_line(code, err):
+    "A bad-input failure as the house style wants it: exit 2, one line on stderr, no usage block, no traceback."
+    return code == 2 and len(err.strip().splitlines()) == 1 and 'usage:' not in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize(
+    'main, argv, msg',
+    [
+        (baseline_main, ['--epochs', 'x', '--out', 'o'], "argument --epochs: invalid int value: 'x'"),
+        (train_main, ['--init', 'b.pt', '--r', 'x', '--out', 'o'], "argument --r: invalid float value: 'x'"),
+        (train_main, ['--init', 'b.pt'], 'the following arguments are required: --out'),
+        (eval_main, ['--ckpt', 'c.pt', '--mask-source', 'all'], 'argument --mask-source: invalid choice'),
+        (estimate_main, ['--ckpt', 'c.pt', '--r', '0.9', '--batches', 'x', '--out', 'o'], 'argument --batches'),
+        (quickstart_main, ['--epochs', 'x'], "argument --epochs: invalid int value: 'x'"),
+        (bench_main, ['--batch', 'x'], "argument --batch: invalid int value: 'x'"),
+        (export_main, ['--ckpt', 'c.pt', '--out', 'o', '--batch-size', 'x'], 'argument --batch-size'),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, monkeypatch, main, argv, msg):
+    "argparse's own errors (a wrong type, a missing flag) print one line, not the usage block, for every command."
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(main, argv)
+    assert one_line(code, err) and msg in err and err.startswith('hebbnb-') and '(see --help)' in err, err
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize(
+    'main, argv',
+    [
+        (baseline_main, TINY),
+        (train_main, TINY + ['--init', 'BASE', '--r', '0.9']),
+        (estimate_main, ['--ckpt', 'BASE', '--r', '0.9']),
+        (quickstart_main, ['--fast', '--no-download']),
+        (bench_main, ['--quick']),
+        (export_main, ['--ckpt', 'BASE']),
+    ],
+)
+def test_out_that_is_a_file_is_one_line(tmp_path, base_ckpt, main, argv):
+    "--out naming a file (or a path inside one) is refused before any work, naming the file: one line, exit 2."
     (tmp_path / 'afile').write_text('x')
-    code, out, err = call(baseline_main, TINY + ['--out', tmp_path / 'afile'])
-    assert code == 2 and 'File exists' in err and len(err.strip().splitlines()) == 1, err
+    argv = [base_ckpt if a == 'BASE' else a for a in argv]
+    code, out, err = call(main, argv + ['--out', tmp_path / 'afile'])
+    assert one_line(code, err) and f'{tmp_path / "afile"} is a file, not a folder' in err and 'Errno' not in err, err
+    code, out, err = call(main, argv + ['--out', tmp_path / 'afile' / 'sub'])
+    assert one_line(code, err) and f'{tmp_path / "afile"} is a file, not a folder' in err, err
+    assert (tmp_path / 'afile').read_text() == 'x'
 
 
 def test_missing_data_is_one_line(tmp_path):
@@ -176,6 +218,123 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
         assert code == 2 and 'checkpoint not found' in err, err
         code, _, err = call(main, argv + [bad])
         assert code == 2 and 'corrupt' in err and 'Traceback' not in err, err
+
+
+@pytest.mark.parametrize(
+    'main, argv',
+    [
+        (eval_main, ['--ckpt']),
+        (estimate_main, ['--r', '0.9', '--out', 'OUT', '--ckpt']),
+        (train_main, TINY + ['--r', '0.9', '--out', 'OUT', '--init']),
+        (export_main, ['--out', 'OUT', '--ckpt']),
+        (bench_main, ['--quick', '--out', 'OUT', '--ckpt']),
+    ],
+)
+def test_ckpt_that_is_a_folder_names_the_checkpoints_inside(tmp_path, base_ckpt, main, argv):
+    "A run folder given as the checkpoint: one line saying it is a folder and which checkpoint files it holds."
+    run = base_ckpt.parent
+    code, out, err = call(main, [tmp_path / 'o' if a == 'OUT' else a for a in argv] + [run])
+    assert one_line(code, err) and f'{run} is a folder, not a checkpoint file' in err, err
+    assert str(run / 'last.pt') in err and str(run / 'best.pt') in err and 'not found' not in err, err
+    (tmp_path / 'empty').mkdir()
+    code, out, err = call(main, [tmp_path / 'o' if a == 'OUT' else a for a in argv] + [tmp_path / 'empty'])
+    assert one_line(code, err) and 'is a folder' in err and 'no .pt file' in err, err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_checkpoint_file_helper(tmp_path, base_ckpt):
+    "The Python API refuses a run folder the same way (model_from_checkpoint), and passes a file through."
+    from hebbnb.train import checkpoint_file, model_from_checkpoint
+
+    assert checkpoint_file(str(base_ckpt)) == base_ckpt
+    with pytest.raises(IsADirectoryError, match='is a folder, not a checkpoint file: give .*best.pt or .*last.pt'):
+        model_from_checkpoint(base_ckpt.parent)
+
+
+@pytest.fixture(scope='module')
+def ftwt_ckpt(tmp_path_factory, base_ckpt):
+    d = tmp_path_factory.mktemp('ftwt')
+    code, out, err = call(train_main, TINY + ['--init', base_ckpt, '--r', '0.9', '--out', d])
+    assert code == 0, err
+    return d / 'last.pt'
+
+
+def test_estimate_rejects_an_ftwt_checkpoint(tmp_path, base_ckpt, ftwt_ckpt):
+    "hebbnb-estimate is a before-training tool: an FTWT checkpoint (mask heads) is refused, naming what to run instead."
+    code, out, err = call(estimate_main, ['--ckpt', ftwt_ckpt, '--r', '0.9', '--out', tmp_path / 'e'])
+    assert one_line(code, err) and 'FTWT checkpoint' in err and f'hebbnb-eval --ckpt {ftwt_ckpt}' in err, err
+    assert str(base_ckpt) in err and not (tmp_path / 'e').exists()  # the baseline it was trained from
+
+
+def test_counts_are_positive_at_parse_time(tmp_path, base_ckpt):
+    "positive_int, the argparse type of batch and block sizes: 0, negatives and non-ints are one-line usage errors."
+    import argparse
+    from hebbnb.cli import positive_int
+
+    assert positive_int('3') == 3
+    for bad, msg in [('0', 'got 0'), ('-2', 'got -2'), ('x', "invalid int value: 'x'"), ('1.5', 'invalid int')]:
+        with pytest.raises(argparse.ArgumentTypeError, match=msg):
+            positive_int(bad)
+    code, out, err = call(eval_main, ['--ckpt', base_ckpt, '--batch-size', '-4'])
+    assert one_line(code, err) and 'argument --batch-size: must be a positive integer, got -4' in err, err
+
+
+def test_eval_mask_source_and_its_deprecated_alias(base_ckpt, ftwt_ckpt):
+    "--mask-source picks the masks of a gated model; --apply still works, with a one-line deprecation warning."
+    from hebbnb.cli import evaluate_checkpoint
+    from hebbnb.gating import gated_layers
+    from hebbnb.train import model_from_checkpoint
+
+    code, new, err = call(eval_main, ['--ckpt', ftwt_ckpt, '--max-batches', '1', '--mask-source', 'none'])
+    assert code == 0 and err == '', err
+    code, old, err = call(eval_main, ['--ckpt', ftwt_ckpt, '--max-batches', '1', '--apply', 'none'])
+    assert code == 0 and err == 'hebbnb-eval: warning: --apply is deprecated; use --mask-source\n', err
+    assert json.loads(old) == json.loads(new)
+    with pytest.warns(FutureWarning, match=r'apply=\) is deprecated; use mask_source='):
+        model, _ = model_from_checkpoint(ftwt_ckpt, apply='oracle')
+    assert {g.mask_source for g in gated_layers(model)} == {'oracle'}
+    model, _ = model_from_checkpoint(ftwt_ckpt, mask_source='none')
+    assert {g.mask_source for g in gated_layers(model)} == {'none'}
+    with pytest.warns(FutureWarning, match='evaluate_checkpoint'):
+        res = evaluate_checkpoint(ftwt_ckpt, max_batches=1, apply='none')
+    assert res['top1'] == json.loads(new)['top1']
+
+
+def test_quickstart_help_reads_the_measured_baseline(tmp_path, monkeypatch):
+    "The shipped baseline's top-1 and epochs in --help come from the measured results table, not from the source."
+    import hebbnb.cli as cli
+    from hebbnb.results import read_rows
+
+    (row,) = [r for r in read_rows(cli.MEASURED) if r['method'] == 'baseline']
+    ck = load_checkpoint(cli.shipped_checkpoint())
+    assert (row['top1'], row['epochs']) == (ck['best_top1'], ck['epoch'])  # the table's row is the shipped checkpoint
+    monkeypatch.setenv('COLUMNS', '1000')
+    assert f"{row['top1']:.2f}% top-1, {row['epochs']} epochs" in cli.quickstart_parser().format_help()
+    import csv
+
+    with open(cli.MEASURED, newline='') as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        if r['method'] == 'baseline':
+            r.update(top1=str(row['top1'] / 7), epochs=str(row['epochs'] + 3))
+    with open(tmp_path / 'm.csv', 'w', newline='') as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    monkeypatch.setattr(cli, 'MEASURED', tmp_path / 'm.csv')
+    assert f"{row['top1'] / 7:.2f}% top-1, {row['epochs'] + 3} epochs" in cli.quickstart_parser().format_help()
+
+
+def test_module_docstring_names_every_console_script():
+    "The cli module's summary (made from the notebook's) names every [project.scripts] entry, and only those."
+    import re
+    import tomllib
+    import hebbnb.cli as cli
+
+    scripts = tomllib.loads((Path(__file__).parent.parent / 'pyproject.toml').read_text())['project']['scripts']
+    (names,) = re.findall(r'`hebbnb-\{([a-z,]+)\}`', cli.__doc__.splitlines()[0])
+    assert {f'hebbnb-{n}' for n in names.split(',')} == set(scripts) and len(scripts) == 7, cli.__doc__
+    assert all(v.startswith('hebbnb.cli:') and hasattr(cli, v.split(':')[1]) for v in scripts.values())
 
 
 def test_estimate_rejects_bad_r(tmp_path, base_ckpt):
@@ -324,12 +483,12 @@ def test_pipeline_on_real_cifar_subset(tmp_path):
             '50 training images per process make no full batch of 128',
         ),
         (baseline_main, ['--max-steps', '0'], 'max_steps must be at least 1'),
-        (eval_main, ['--max-batches', '0'], '--max-batches must be at least 1'),
-        (estimate_main, ['--batches', '0', '--r', '0.9'], '--batches and --batch-size must be at least 1'),
+        (eval_main, ['--max-batches', '0'], 'argument --max-batches: must be a positive integer, got 0'),
+        (estimate_main, ['--batches', '0', '--r', '0.9'], 'argument --batches: must be a positive integer, got 0'),
     ],
 )
 def test_nothing_divides_by_zero_steps_or_images(tmp_path, base_ckpt, main, argv, msg):
-    "A training set smaller than one batch (training drops incomplete batches), or zero batches asked for: one line, exit 2."
+    "A training set under one batch (incomplete batches are dropped), or zero batches asked for: one line, exit 2."
     if main is baseline_main:
         argv = TINY + argv + ['--out', tmp_path / 'x']
     else:
@@ -379,7 +538,7 @@ def test_real_cifar_subset_smaller_than_a_batch(tmp_path):
 
 
 def test_mask_loss_cooldown_follows_the_reference(tmp_path, base_ckpt):
-    "Reference code: the mask loss is off once epoch >= int(cooldown * epochs): 3 epochs at 0.5 train the heads in epoch 1 only."
+    "Reference code: no mask loss once epoch >= int(cooldown * epochs): 3 epochs at 0.5 train heads in epoch 1 only."
     fit(
         tiny_config(
             method='ftwt', init=str(base_ckpt), epochs=3, cooldown=0.5, max_steps=2, out=str(tmp_path / 'f'), threads=1
@@ -389,7 +548,7 @@ def test_mask_loss_cooldown_follows_the_reference(tmp_path, base_ckpt):
 
 
 def test_no_progress_bars_in_a_pipe(tmp_path):
-    "Progress bars are asked for (no --no-progress) but stdout/stderr are pipes: one line per epoch, no carriage returns."
+    "Progress bars asked for (no --no-progress) but stdout/stderr are pipes: one line per epoch, no carriage returns."
     r = subprocess.run(
         [
             str(BIN / 'hebbnb-baseline'),
@@ -437,6 +596,13 @@ def test_quickstart_fast_starts_from_the_shipped_baseline(tmp_path):
         and '| FTWT r=0.8 | 0.8 | 2 |' in table
     )
     assert not (tmp_path / 'q' / 'baseline').exists()  # no baseline was trained
+    command = json.loads((tmp_path / 'q' / 'ftwt_r0.8' / 'metrics.json').read_text())['command']
+    assert (
+        command
+        == 'hebbnb-quickstart --fast --data '
+        + f'{DATA} --no-download --threads 1 --no-progress --out '
+        + str(tmp_path / 'q')
+    )  # the run records the command that produced it
 
 
 @pytest.mark.parametrize('prog, stage', [('hebbnb-train', 'ftwt'), ('hebbnb-baseline', 'baseline')])
@@ -472,7 +638,7 @@ def test_cli_run_records_its_command_once(tmp_path):
 
 
 def test_quickstart_reads_its_recipe(tmp_path, monkeypatch):
-    "The quickstart's runs come from the recipe `cifar10_resnet20` (a ./configs/ one overrides the shipped one), cut to --epochs."
+    "The quickstart's runs: the recipe `cifar10_resnet20` (./configs/ overrides the shipped one), cut to --epochs."
     from hebbnb.cli import quickstart_parser, quickstart_configs, load_recipe
 
     a = quickstart_parser().parse_args(

@@ -33,7 +33,7 @@ def page_name(nb: Path) -> str:
 
 
 def notebooks() -> list[Path]:
-    "Notebooks of the site in order: index, tutorials (numbered below 90), reproductions (90 and up); `_` scratch skipped."
+    "Notebooks of the site in order: index, tutorials (below 90), reproductions (90 and up); `_` scratch skipped."
     return sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
 
 
@@ -67,7 +67,7 @@ def _md_cell(src: str):
 
 
 def card(obj, name: str) -> str:
-    "nbdev's `show_doc` card of `obj` as markdown: a heading, the signature with its parameter comments, the docstring, a source link."
+    "nbdev's `show_doc` card of `obj` as markdown: heading, signature with parameter comments, docstring, source link."
     from nbdev.showdoc import show_doc
 
     md = show_doc(obj, name=name)._repr_markdown_()
@@ -77,7 +77,8 @@ def card(obj, name: str) -> str:
     )  # Quarto-only link syntax, with a broken line number
     try:
         f, line = inspect.getsourcefile(inspect.unwrap(obj)), inspect.getsourcelines(inspect.unwrap(obj))[1]
-        src = f'<a class="card-source" href="{GIT_URL}/blob/main/{Path(f).resolve().relative_to(ROOT).as_posix()}#L{line}">source</a>\n\n'
+        rel = Path(f).resolve().relative_to(ROOT).as_posix()
+        src = f'<a class="card-source" href="{GIT_URL}/blob/main/{rel}#L{line}">source</a>\n\n'
     except (TypeError, OSError, ValueError):
         src = ''
     return f'{src}{md.strip()}\n'  # the link floats at the right of the heading that follows it
@@ -108,7 +109,7 @@ _CODE = re.compile(r'(?<![`\w])`([A-Za-z][A-Za-z0-9_]*)`(?!`)')
 
 
 def rewrite_markdown(src: str, nb: Path, pages: dict, stage: Path, names: dict, here: str = '') -> str:
-    "Site links for a markdown cell; backticked public names become references to their API entry (not in code or headings)."
+    "Site links for a markdown cell; backticked public names link to their API entry (not in code or headings)."
     out, fenced = [], False
     for line in src.splitlines():
         if _FENCE.match(line):
@@ -211,7 +212,8 @@ def api_page(mod: str, tutorial: str | None) -> str:
     see = f'The notebook that builds it, with examples: [{tutorial}]({tutorial}).\n\n' if tutorial else ''
     return (
         f'# `{mod}`\n\n{see.replace("](", "](../")}'
-        f'```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n   :undoc-members:\n   :show-inheritance:\n   :member-order: bysource\n```\n'
+        f'```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n   :undoc-members:\n'
+        '   :show-inheritance:\n   :member-order: bysource\n```\n'
     )
 
 
@@ -295,9 +297,10 @@ def stage(dst: Path = STAGE) -> list[tuple[str, dict]]:
     for mod in modules():
         (dst / 'api' / f"{mod.split('.', 1)[1]}.md").write_text(api_page(mod, tut.get(mod)))
     (dst / 'commands.md').write_text(cli_page())
-    title = lambda p: (
-        f"{re.match(r'[0-9]+[a-z]*', p.name)[0]} {json.loads(p.read_text())['cells'][0]['source'][0].lstrip('# ').strip()}"
-    )  # '11a Deployment runtime'
+    title = lambda p: (  # '11a Deployment runtime': the number and the notebook's first heading
+        f"{re.match(r'[0-9]+[a-z]*', p.name)[0]} "
+        f"{json.loads(p.read_text())['cells'][0]['source'][0].lstrip('# ').strip()}"
+    )
     index = next(nbd for page, nbd in done if page == 'index')
     index.cells.append(
         _md_cell(
@@ -323,7 +326,7 @@ def stage(dst: Path = STAGE) -> list[tuple[str, dict]]:
 
 
 def build(strict: bool = True, out: Path = SITE) -> float:
-    "Stage and render the site into `out`; return the seconds taken. Raises SystemExit on a failed (or, strict, warned) build."
+    "Stage and render the site into `out`; return the seconds taken. SystemExit on a failed (or, strict, warned) build."
     from sphinx.cmd.build import build_main
 
     t0 = time.time()

@@ -25,7 +25,7 @@ def render(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
         if cell['cell_type'] == 'markdown':
             parts.append(src)
         elif cell['cell_type'] == 'code' and not _directives(src) & {'hide', 'export', 'exporti', 'default_exp'}:
-            code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|'))
+            code = '\n'.join(line for line in src.splitlines() if not line.startswith('#|'))
             parts.append(f"```python\n{code}\n```")
     return HEADER + '\n\n'.join(parts) + '\n'
 

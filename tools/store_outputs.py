@@ -60,7 +60,7 @@ def _text(v) -> str:
 
 def _collapse_cr(s: str) -> str:
     "What a terminal shows of text rewritten with carriage returns: each line's last segment."
-    return '\n'.join(l.rsplit('\r', 1)[-1] for l in s.split('\n'))
+    return '\n'.join(line.rsplit('\r', 1)[-1] for line in s.split('\n'))
 
 
 def clean_outputs(cell, subs) -> list[str]:
