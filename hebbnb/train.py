@@ -249,7 +249,9 @@ def load_checkpoint(path: str | Path,   # a file written by `save_atomic`
     return ck if str(map_location) == 'cpu' else {k: v if k == 'rng' else _to(v, map_location) for k, v in ck.items()}
 
 # %% ../nbs/08_train.ipynb #c020
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+def build_model(cfg: TrainConfig,  # the run: arch, method, init and, for FTWT, the gating fields (r, mode, ...)
+                num_classes: int,  # classes of cfg.dataset
+               ) -> nn.Module:
     "A fresh model for `cfg`: dense for a baseline; loaded from `cfg.init` and gated for FTWT."
     model = create(cfg.arch, num_classes)
     if cfg.method == 'ftwt':
@@ -273,12 +275,14 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         if cfg.train == 'heads': freeze_backbone(model)
     return model
 
-def freeze_backbone(model: nn.Module) -> nn.Module:
-    "Let only the mask heads learn (train='heads'): no gradient for any other parameter; `run_epoch` keeps batch norms in eval mode."
+def freeze_backbone(model: nn.Module,  # a gated model, changed in place and returned
+                   ) -> nn.Module:
+    "Let only the mask heads learn (train='heads'): no gradient elsewhere; `run_epoch` keeps batch norms in eval mode."
     heads = {id(p) for g in gated_layers(model) for p in g.predictor.parameters()}
     for p in model.parameters(): p.requires_grad_(id(p) in heads)
     return model
 
+# %% ../nbs/08_train.ipynb #c020b
 def checkpoint_file(path: str | Path,  # a checkpoint file as the user gave it (--ckpt, --init)
                    ) -> Path:
     "`path` as a `Path`, or a one-line `IsADirectoryError` naming the checkpoints inside when it is a run folder."
