@@ -434,12 +434,22 @@ def run_export(argv: list[str] | None = None):  # command-line arguments; defaul
 # %% ../nbs/11_export.ipynb #c034
 SPEED_COLUMNS = ['arch', 'r', 'variant', 'batch', 'threads', 'ms', 'ms_p90', 'images_per_s', 'macs', 'macs_ratio',
                  'speedup', 'R', 'dynamic_filters', 'removed_filters', 'images', 'other_load', 'torch', 'cpu']
-VARIANTS = ('dense', 'gated', 'executor', 'export')  # the forms of one model that `time_variants` times, in order
+# the forms of one model that `time_variants` times, in order; dense_packed: every filter, no heads, through the
+# executor's prepacked oneDNN convs, to tell what the conv backend gains apart from what skipping filters gains
+VARIANTS = ('dense', 'dense_packed', 'gated', 'executor', 'export')
 
 def _dense_twin(model: nn.Module, n_in: int) -> ExportedNet:
     "The gated model with every filter kept and no heads, in the export's form."
     every = lambda g: torch.ones(g.conv.out_channels, dtype=torch.bool)
     return prune_gated(model, [dict(alive=every(g), static=every(g)) for g in gated_layers(model)], n_in)[0]
+
+def _packed_dense_twin(model: nn.Module, warm: Tensor):  # -> SparseNet keeping every filter, heads never run
+    "The gated model with every filter kept, run by the executor: prepacked oneDNN convs, no heads, no gathers."
+    from hebbnb.sparse import to_sparse
+    net = to_sparse(model)
+    for layer in net.layers: layer.fixed, layer.fixed_keep = torch.ones(1, layer.co), None  # logit 1 > 0: all kept
+    for x in warm: net(x[None])                                          # pack each weight block (second sight)
+    return net
 
 @torch.no_grad()
 def _throughput(f, xs: Tensor, batch: int, reps: int) -> float:  # ms per image at batch `batch`
@@ -464,7 +474,8 @@ def variant_macs(model: nn.Module,  # gated model
     set_mask_source(model, 'predicted').eval()
     with torch.no_grad(): ideal = torch.cat([(model(xb), dynamic_macs(model))[1] for xb in xs.split(64)]).mean().item()
     size = tuple(xs.shape[1:])
-    return dict(dense=dense_macs(dense, size), gated=ideal, executor=ideal, export=dense_macs(net, size))
+    full = dense_macs(dense, size)
+    return dict(dense=full, dense_packed=full, gated=ideal, executor=ideal, export=dense_macs(net, size))
 
 def speed_row(arch: str,            # model name in the table
               r: float,             # its heatmap-mass threshold (as trained, or the stand-in's label)
@@ -506,7 +517,7 @@ def time_variants(model: nn.Module,        # trained gated model
     try:
         for t in threads:
             torch.set_num_threads(t)
-            fs = dict(dense=dense, gated=_outside_inference_mode(model),
+            fs = dict(dense=dense, dense_packed=_packed_dense_twin(model, xs[:4]), gated=_outside_inference_mode(model),
                       executor=to_sparse(model, block, tune=tune, warm=xs[:4]), export=net)
             for B in (1, batch):
                 time1 = lambda f: latency(f, xs, repeats) if B == 1 else torch.tensor([_throughput(f, xs, B, repeats)])
@@ -567,8 +578,9 @@ def plot_speed_table(rows: list[dict],  # typed rows with SPEED_COLUMNS (`merge_
     for (i, B), (j, t) in ((a, b) for a in enumerate(batches) for b in enumerate(threads)):
         ax = axs[i, j]
         R = {(name(d), d['variant']): d['R'] for d in rows if (int(d['batch']), int(d['threads'])) == (B, t)}
-        for k, (v, c) in enumerate(zip(VARIANTS[1:], ('tab:orange', 'tab:blue', 'tab:green'))):
-            ax.bar([m + (k - 1) * 0.27 for m in range(len(models))], [R.get((m, v), 0) for m in models], 0.27,
+        shown = VARIANTS[1:]                                           # dense is R = 1 by definition
+        for k, (v, c) in enumerate(zip(shown, ('tab:gray', 'tab:orange', 'tab:blue', 'tab:green'))):
+            ax.bar([m + (k - 1.5) * 0.2 for m in range(len(models))], [R.get((m, v), 0) for m in models], 0.2,
                    color=c, label=v)
         ax.axhline(1, color='k', lw=0.8, ls='--')                     # R = 1: the whole MACs saving on the clock
         ax.set_xticks(range(len(models)), models if i == len(batches) - 1 else [''] * len(models), fontsize=7)

@@ -39,7 +39,7 @@ def test_bench_writes_the_speed_table(tmp_path):
     args = ['--arch', 'resnet20', '--never', '0.3', '--always', '0.5', *QUICK, '--out', str(tmp_path / 'a')]
     assert run(args + ['--table', str(table)]) == 0
     rows = read_rows(table)
-    assert [list(r) for r in rows[:1]] == [SPEED_COLUMNS] and len(rows) == 8
+    assert [list(r) for r in rows[:1]] == [SPEED_COLUMNS] and len(rows) == 2 * len(VARIANTS)
     assert {(r['variant'], r['batch']) for r in rows} == {(v, b) for v in VARIANTS for b in (1, 4)}
     assert (tmp_path / 'a' / 'speedup.csv').read_text() == table.read_text()  # this run alone: the same rows
     for r in rows:
@@ -53,7 +53,9 @@ def test_bench_writes_the_speed_table(tmp_path):
         assert 20 < r['removed_filters'] < 40 and r['dynamic_filters'] < 30  # --never 0.3, --always 0.5
     dense = [r for r in rows if r['variant'] == 'dense']
     assert all(r['macs_ratio'] == 1 and r['R'] == 1 for r in dense)
-    assert all(r['macs_ratio'] > 1.5 for r in rows if r['variant'] != 'dense')
+    packed = [r for r in rows if r['variant'] == 'dense_packed']  # same MACs as dense: R is its measured speed-up
+    assert packed and all(r['macs_ratio'] == 1 and r['R'] == pytest.approx(r['speedup']) for r in packed)
+    assert all(r['macs_ratio'] > 1.5 for r in rows if r['variant'] not in ('dense', 'dense_packed'))
     assert table.with_suffix('.png').stat().st_size > 0 and (tmp_path / 'a' / 'speedup.png').stat().st_size > 0
     info = json.loads((tmp_path / 'a' / 'bench.json').read_text())
     assert info['n_images'] == 2 and info['settings']['never'] == 0.3
@@ -65,7 +67,8 @@ def test_bench_table_merges_runs(tmp_path):
     for arch, extra in (('resnet20', []), ('resnet20', []), ('resnet20', ['--name', 'mine'])):
         assert run(['--arch', arch, *QUICK, '--out', str(tmp_path / 'o'), '--table', str(table)] + extra) == 0
     rows = read_rows(table)
-    assert len(rows) == 16 and [r['arch'] for r in rows[::8]] == ['mine', 'resnet20:random']
+    n = 4 * len(VARIANTS)  # two models, each at batch 1 and 4, 1 thread
+    assert len(rows) == n and [r['arch'] for r in rows[:: n // 2]] == ['mine', 'resnet20:random']
 
 
 def test_merge_speed_rows_replaces_rows_of_the_same_key(tmp_path):
@@ -101,7 +104,7 @@ def test_plot_speed_table_has_a_panel_per_batch_and_thread_count():
         'batch 128, 1 thread',
         'batch 128, 2 threads',
     ]
-    assert len(axes[0].patches) == 3 * 2  # gated, executor, export for two models; dense is R = 1 by definition
+    assert len(axes[0].patches) == (len(VARIANTS) - 1) * 2  # every variant but dense (R = 1 by definition), two models
 
 
 def test_bench_detail_is_the_executor_report_in_out_only(tmp_path):

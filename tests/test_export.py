@@ -3,7 +3,7 @@
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from hebbnb.export import export_pruned, compare_export, write_onnx
+from hebbnb.export import VARIANTS, export_pruned, compare_export, write_onnx
 from hebbnb.cli import export_main
 from hebbnb.deploy import load_exported, save_exported
 from hebbnb.gating import gated_layers
@@ -63,6 +63,20 @@ def test_export_equals_gated_model_variants(gate_kw):
     torch.manual_seed(2)
     x, xt = torch.randn(16, 3, 32, 32), torch.randn(8, 3, 32, 32)
     check_exact(forced('resnet20', torch.cat([x, xt]), **gate_kw), x, xt)
+
+
+@pytest.mark.parametrize('arch', ['resnet20', 'vgg16_bn', 'mobilenetv2'])
+def test_packed_dense_twin_is_the_dense_network(arch):
+    "The dense_packed variant of the speed table computes the dense network: every filter, heads never run."
+    from hebbnb.export import _dense_twin, _packed_dense_twin
+
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    model = forced(arch, x)
+    dense, packed = _dense_twin(model, 3).eval(), _packed_dense_twin(model, x[:2])
+    with torch.no_grad():
+        for xi in x[2:]:
+            torch.testing.assert_close(packed(xi[None]), dense(xi[None]), rtol=1e-4, atol=1e-4)
+    assert all(layer.fixed is not None and bool((layer.fixed > 0).all()) for layer in packed.layers)
 
 
 def test_min_share_removes_more_and_is_checked():
@@ -200,7 +214,7 @@ def test_bench_variants_flag_is_a_deprecated_alias_of_the_default(tmp_path, caps
         bench_main(args + ['--out', str(tmp_path), '--table', str(tmp_path / 't.csv')])
     assert e.value.code == 0 and '--variants is deprecated' in capsys.readouterr().err
     rows = list(csv.DictReader(open(tmp_path / 'speedup.csv')))
-    assert list(rows[0]) == SPEED_COLUMNS and len(rows) == 8
+    assert list(rows[0]) == SPEED_COLUMNS and len(rows) == 2 * len(VARIANTS)
     for r in rows:
         assert float(r['R']) == pytest.approx(float(r['speedup']) / float(r['macs_ratio']), rel=1e-6)
     assert (tmp_path / 't.csv').read_text() == (tmp_path / 'speedup.csv').read_text()
