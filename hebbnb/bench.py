@@ -392,8 +392,9 @@ _HELP = dict(
 # %% ../nbs/10a_bench.ipynb #c076b
 def bench_parser() -> argparse.ArgumentParser:
     "The command line of `hebbnb-bench`."
-    p = argparse.ArgumentParser(prog='hebbnb-bench', description='CPU speed of dense, gated, executor and exported '
-                                'forms of a gated model at batch 1 and --batch, with R = speed-up / MACs ratio.',
+    p = argparse.ArgumentParser(prog='hebbnb-bench',
+                                description='CPU speed of dense, dense-packed, gated, executor and exported forms '
+                                'of a gated model at batch 1 and --batch, with R = speed-up / MACs ratio.',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     h = _HELP
     for k in ('ckpt', 'data', 'name', 'table'): p.add_argument(f'--{k}', help=h[k])
@@ -476,7 +477,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]):  # a fresh CSV
     with open(path, 'w', newline='') as f: w = csv.DictWriter(f, columns); w.writeheader(); w.writerows(rows)
 
 def _speed_table(a, model, calib, xs, arch, r, repeats, out: Path, load) -> list[dict]:  # the default mode
-    "Export and time the four variants; write OUT/speedup.csv and .png, and merge into --table with its plot."
+    "Export and time the variants (VARIANTS); write OUT/speedup.csv and .png, and merge into --table with its plot."
     rows = export.bench_variants(model, calib, xs, arch, r, tuple(a.threads), min(a.batch, 8) if a.quick else a.batch,
                                  repeats, block=a.block, tune=a.tune, other_load=load)
     _write_csv(out / 'speedup.csv', export.SPEED_COLUMNS, sorted(rows, key=export.speed_order))

@@ -23,7 +23,7 @@ from .deploy import ExportedNet, FORMAT, save_exported
 __all__ = ['SPEED_COLUMNS', 'VARIANTS', 'filter_usage', 'filter_roles', 'prune_gated', 'export_pruned', 'compare_export',
            'export_sizes', 'write_onnx', 'export_parser', 'export_checkpoint', 'run_export', 'variant_macs',
            'speed_row', 'time_variants', 'speed_order', 'check_table', 'merge_speed_rows', 'plot_speed_table',
-           'bench_variants']
+           'speed_markdown', 'bench_variants']
 
 # %% ../nbs/11_export.ipynb #c006
 @torch.no_grad()
@@ -509,7 +509,7 @@ def time_variants(model: nn.Module,        # trained gated model
                   tune: bool = True,       # executor: tune layouts and dense fallbacks at load
                   **extra,                 # further columns for every row (see `speed_row`)
                  ) -> list[dict]:          # rows with SPEED_COLUMNS
-    "Batch-1 latency and batch-`batch` throughput of the dense, gated, executor and exported forms of one model."
+    "Batch-1 latency and batch-`batch` throughput of every form of one model in `VARIANTS`."
     from hebbnb.sparse import to_sparse
     from hebbnb.bench import latency
     dense = _dense_twin(model, xs.shape[1])
@@ -589,6 +589,21 @@ def plot_speed_table(rows: list[dict],  # typed rows with SPEED_COLUMNS (`merge_
     axs[0, 0].legend(fontsize=8)
     return fig
 
+# %% ../nbs/11_export.ipynb #c042b
+def speed_markdown(rows: list[dict],  # typed rows with SPEED_COLUMNS (`read_rows`)
+                  ) -> str:           # a markdown table
+    "The speed table in brief: dense ms per image, then speed-up over dense (R) of every other variant."
+    from hebbnb.results import markdown_table
+    groups = {}
+    for d in sorted(rows, key=speed_order):                      # {(model, r, batch, threads): {variant: row}}
+        groups.setdefault((d['arch'], d['r'], d['batch'], d['threads']), {})[d['variant']] = d
+    lines = [dict(model=f"{a} (r = {r:g})", batch=B, threads=t, **{v: g.get(v) for v in VARIANTS})
+             for (a, r, B, t), g in groups.items()]
+    shown = lambda v: lambda line: '' if line[v] is None else f"{line[v]['speedup']:.2f}x ({line[v]['R']:.2f})"
+    cols = [('model', 'model', ''), ('batch', 'batch', ''), ('threads', 'threads', ''),
+            ('dense (ms per image)', lambda line: line['dense'] and line['dense']['ms'], '.3g')]
+    return markdown_table(lines, cols + [(f"{v}: speed-up (R)", shown(v), '') for v in VARIANTS[1:]])
+
 # %% ../nbs/11_export.ipynb #c043
 def bench_variants(model: nn.Module,   # trained gated model
                    train: Tensor,      # calibration images (N, C, H, W): decide which filters the export keeps
@@ -600,7 +615,7 @@ def bench_variants(model: nn.Module,   # trained gated model
                    repeats: int = 3,   # see `time_variants`
                    **kw,               # block, tune (executor) and further columns (other_load): see `time_variants`
                   ) -> list[dict]:     # rows with SPEED_COLUMNS
-    "Export `model` from its filter usage on `train`, then time the four variants on `xs` (`time_variants`)."
+    "Export `model` from its filter usage on `train`, then time every variant (`VARIANTS`) on `xs` (`time_variants`)."
     net, _, roles = export_pruned(model, train.split(256))
     share = lambda f: 100 * torch.cat([f(q) for q in roles]).double().mean().item()  # % of all gated filters
     usage = dict(dynamic_filters=share(lambda q: q['alive'] & ~q['static']),

@@ -102,6 +102,36 @@ def test_speedup_csv_rows_are_complete():
         assert r['R'] == pytest.approx(r['speedup'] / r['macs_ratio'], rel=1e-6)
 
 
+def speed_facts(rows):
+    "The figures the README's speed section states, from results/speedup.csv rows."
+    g = lambda a, v, B, t: next(d for d in rows if (d['arch'], d['variant'], d['batch'], d['threads']) == (a, v, B, t))
+    models = sorted({d['arch'] for d in rows})
+    ex = {a: g(a, 'executor', 1, 1) for a in models}
+    pk = {a: g(a, 'dense_packed', 1, 1)['speedup'] for a in models}
+    xp = {a: g(a, 'export', 128, 1)['R'] for a in models}
+    x1 = {a: g(a, 'export', 1, 1)['speedup'] for a in models}
+    over = {a: ex[a]['speedup'] / pk[a] for a in models}
+    return [
+        f"the executor ran faster than dense on {sum(ex[a]['speedup'] > 1 for a in models)} of the {len(models)} models",
+        f"R = {ex['resnet18:random']['R']:.2f} on ResNet-18 and {ex['vgg16_bn:random']['R']:.2f} on VGG16-BN",
+        f"ran {min(pk.values()):.2f}-{max(pk.values()):.2f}x faster than dense at batch 1",
+        f"from {min(over.values()):.2f} to {max(over.values()):.2f} times the speed of dense_packed",
+        f"the export's R at batch 128 (1 thread) is {min(xp.values()):.2f}-{max(xp.values()):.2f}",
+        f"faster than dense at batch 1 on {sum(v > 1 for v in x1.values())} of the {len(models)} models",
+    ]
+
+
+def test_readme_speed_section_is_the_csv():
+    "The README's speed table is rendered from results/speedup.csv (`speed_markdown`) and its prose states its figures."
+    from hebbnb.export import speed_markdown
+
+    rows = read_rows(ROOT / 'results' / 'speedup.csv')
+    readme = (ROOT / 'README.md').read_text()
+    assert speed_markdown(rows) in readme
+    missing = [f for f in speed_facts(rows) if f not in flat(readme)]
+    assert not missing, f'README no longer says (from results/speedup.csv): {missing}'
+
+
 def test_readme_training_speed_table_is_the_csv():
     "The README's training-speed table is rendered from results/train_step.csv (reproduce/train_step.py --markdown)."
     import importlib.util
