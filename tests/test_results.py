@@ -275,7 +275,11 @@ def dynamic_facts() -> list[str]:
     base = next(r for r in read_rows(ROOT / 'results' / 'cifar10_resnet20.csv') if r['method'] == 'baseline')['top1']
     heads, full = runs['hebbnb', 'heads', False], runs['hebbnb', 'all', False]
     soft, ref = runs['hebbnb', 'all', True], runs['reference', 'heads', False]
+    fast = {r['softmax']: r for r in summary if r['code'] == 'hebbnb' and r['train'] == 'heads' and r['mlr'] == 1}
     return [
+        f"without the softmax {fast[False]['dynamic_filters']:.2f}% of the filters depend on the input after heads-only "
+        f"training, carrying {fast[False]['dynamic_share_of_saving']:.1f}% of the saving; behind the softmax "
+        f"{fast[True]['dynamic_filters']:.2f}%",
         f"in the reference code too ({ref['dynamic_filters']:.2f}% of its filters after heads-only training)",
         f"for {heads['dynamic_filters']:.2f}% of the filters after heads-only training and "
         f"{full['dynamic_filters']:.2f}% after full FTWT, which carry {heads['dynamic_share_of_saving']:.1f}% and "
