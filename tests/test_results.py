@@ -112,7 +112,8 @@ def speed_facts(rows):
     x1 = {a: g(a, 'export', 1, 1)['speedup'] for a in models}
     over = {a: ex[a]['speedup'] / pk[a] for a in models}
     return [
-        f"the executor ran faster than dense on {sum(ex[a]['speedup'] > 1 for a in models)} of the {len(models)} models",
+        f"the executor ran faster than dense on {sum(ex[a]['speedup'] > 1 for a in models)} "
+        f"of the {len(models)} models",
         f"R = {ex['resnet18:random']['R']:.2f} on ResNet-18 and {ex['vgg16_bn:random']['R']:.2f} on VGG16-BN",
         f"ran {min(pk.values()):.2f}-{max(pk.values()):.2f}x faster than dense at batch 1",
         f"from {min(over.values()):.2f} to {max(over.values()):.2f} times the speed of dense_packed",
@@ -277,7 +278,8 @@ def dynamic_facts() -> list[str]:
     soft, ref = runs['hebbnb', 'all', True], runs['reference', 'heads', False]
     fast = {r['softmax']: r for r in summary if r['code'] == 'hebbnb' and r['train'] == 'heads' and r['mlr'] == 1}
     return [
-        f"without the softmax {fast[False]['dynamic_filters']:.2f}% of the filters depend on the input after heads-only "
+        f"without the softmax {fast[False]['dynamic_filters']:.2f}% of the filters depend on the input after "
+        "heads-only "
         f"training, carrying {fast[False]['dynamic_share_of_saving']:.1f}% of the saving; behind the softmax "
         f"{fast[True]['dynamic_filters']:.2f}%",
         f"in the reference code too ({ref['dynamic_filters']:.2f}% of its filters after heads-only training)",
