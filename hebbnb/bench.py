@@ -353,8 +353,8 @@ def plot_speedup(rows: list[dict],  # executor report rows (`bench`)
     a1.legend(fontsize=8)
     x, w = torch.arange(len(rows)).float(), 0.27
     for i, (k, c) in enumerate([('dense_ms', 'gray'), ('static_ms', 'tab:green'), ('sparse_ms', 'tab:blue')]):
-        a2.bar(x + (i - 1) * w, [r[k] for r in rows], w, color=c, label=k)
-    a2.set_xticks(x.tolist(), [f"{r['threads']} thr." for r in rows])
+        a2.bar(x + (i - 1) * w, [row[k] for row in rows], w, color=c, label=k)
+    a2.set_xticks(x.tolist(), [f"{row['threads']} thr." for row in rows])
     a2.set(ylabel='mean latency (ms)', title=f"MACs ratio {r0['macs_ratio']:.2f}, R={r0['R']:.2f}")
     a2.legend(fontsize=8)
     return fig

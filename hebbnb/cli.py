@@ -392,7 +392,7 @@ def estimate_main(argv=None):  # command-line arguments; default sys.argv[1:]
 # %% ../nbs/09_cli.ipynb #c022
 def measured_baseline() -> dict:
     "The baseline row of hebbnb's measured results (`MEASURED`): the run the shipped checkpoint comes from."
-    (row,) = [r for r in read_rows(MEASURED) if r['method'] == 'baseline']
+    (row,) = [d for d in read_rows(MEASURED) if d['method'] == 'baseline']
     return row
 
 def quickstart_parser() -> CliParser:

@@ -104,21 +104,21 @@ def _dw_sets(graph: fx.Graph, mods: dict, role: dict) -> dict:
             raise NotImplementedError(
                 f"export: depthwise conv {node.target} must read the output of one gated conv used nowhere else"
             )
-        r, rp = role[id(mods[node.target])], role[id(mods[prod.target])]
-        gated = bool((r['alive'] & ~r['static']).any())
-        sets[node] = sets[prod] = _nonempty(r['alive'] | rp['alive'] if gated else r['alive'])
+        mine, feeding = role[id(mods[node.target])], role[id(mods[prod.target])]
+        gated = bool((mine['alive'] & ~mine['static']).any())
+        sets[node] = sets[prod] = _nonempty(mine['alive'] | feeding['alive'] if gated else mine['alive'])
     return sets
 
 # %% ../nbs/11_export.ipynb #c015
 @torch.no_grad()
-def _conv_unit(g: GatedConv, P_in: Tensor, P_out: Tensor, r: dict) -> tuple[dict, dict, dict]:
+def _conv_unit(g: GatedConv, P_in: Tensor, P_out: Tensor, filters: dict) -> tuple[dict, dict, dict]:
     "Spec, tensors and statistics of one gated layer cut to input channels P_in and filters P_out."
     c, dw = g.conv, g.conv.groups > 1
     W, b = fold_bn(c, g.bn)                                                   # (C, C_in/g, kh, kw), (C,)
     W, b = W[P_out] if dw else W[P_out][:, P_in], b[P_out].clone()
-    zero = ~r['alive'][P_out]  # zero filters: kept only to feed a depthwise conv
+    zero = ~filters['alive'][P_out]  # zero filters: kept only to feed a depthwise conv
     W[zero], b[zero] = 0, 0
-    dyn = (r['alive'] & ~r['static'])[P_out]                                  # input-dependent filters
+    dyn = (filters['alive'] & ~filters['static'])[P_out]                                  # input-dependent filters
     spec = dict(
         ci=len(P_in),
         co=len(P_out),
@@ -139,7 +139,7 @@ def _conv_unit(g: GatedConv, P_in: Tensor, P_out: Tensor, r: dict) -> tuple[dict
         Hw[~dyn], Hb[~dyn], H0[~dyn] = 0, 1, 0                                # static filters: logit 1, always kept
         spec['gate'] = dict(pool=g.predictor.pool, softmax=g.predictor.softmax, n_zero=c.in_channels - len(P_in))
         t.update(head_weight=Hw, head_bias=Hb, head_zero=H0)
-    stats = dict(C=c.out_channels, kept=len(P_out), static=int((r['static'] & r['alive'])[P_out].sum()),
+    stats = dict(C=c.out_channels, kept=len(P_out), static=int((filters['static'] & filters['alive'])[P_out].sum()),
                  dynamic=int(dyn.sum()), zero_filled=int(zero.sum()), gated=bool(dyn.any()))
     return spec, t, stats
 
@@ -276,10 +276,10 @@ def compare_export(model: nn.Module,        # the gated model
         s['correct_export'] += (out.argmax(1) == y).sum().item()
         s['same_class'] += (ref.argmax(1) == out.argmax(1)).sum().item()
         s['max_abs_diff'] = max(s['max_abs_diff'], (ref - out).abs().max().item())
-        for g, r in zip(layers, roles):
+        for g, filters in zip(layers, roles):
             on = g.mask > 0
-            s['removed_kept'] += (on & ~r['alive']).sum().item()    # removed, yet kept by the gated model
-            s['static_dropped'] += (~on & r['static']).sum().item()  # static, yet dropped by the gated model
+            s['removed_kept'] += (on & ~filters['alive']).sum().item()    # removed, yet kept by the gated model
+            s['static_dropped'] += (~on & filters['static']).sum().item()  # static, yet dropped by the gated model
     n = max(s['images'], 1)
     return dict(images=s['images'], top1_gated=100 * s['correct_gated'] / n, top1_export=100 * s['correct_export'] / n,
                 same_class=s['same_class'] / n, max_abs_logit_diff=s['max_abs_diff'], removed_kept=s['removed_kept'],
