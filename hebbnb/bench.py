@@ -449,10 +449,12 @@ def _check_args(a: argparse.Namespace):  # parsed `bench_parser` arguments; rais
     if not a.ckpt: _check_usage(a.never, a.always, a.keep)
     if a.detail and a.table: raise ValueError("--detail writes the executor report into --out only; drop --table")
     if a.table: export.check_table(a.table)
-    try: Path(a.out).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--out {a.out}: cannot create it ({e.strerror or e}: {e.filename})") from None
     if a.variants: print("hebbnb-bench: --variants is deprecated: the speed table is the default now", file=sys.stderr)
+
+def _make_out(out: str):  # --out: created once the model has loaded, so that bad input leaves nothing behind
+    try: Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create it ({e.strerror or e}: {e.filename})") from None
 
 def _model(a: argparse.Namespace) -> tuple:  # (gated model, calibration images, arch, r, dataset)
     "The checkpoint's model, or a random-weight stand-in (`usage_gated`) with its calibration images."
@@ -505,6 +507,7 @@ def run_bench(argv: list[str] | None = None):  # command-line arguments; default
     _check_args(a)
     n, repeats = (min(a.images, 8), 1) if a.quick else (a.images, a.repeats)
     model, calib, arch, r, dataset = _model(a)
+    _make_out(a.out)
     xs, source = _images(dataset, input_size(arch.split(':')[0]), a.data, n, seed=a.seed)
     arch, out = a.name or arch, Path(a.out)
     loadavg, others = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None, other_load()  # before timing
