@@ -446,6 +446,7 @@ def _check_args(a: argparse.Namespace):  # parsed `bench_parser` arguments; rais
     for k in ('images', 'repeats', 'batch', 'block', 'calib_images'):
         if getattr(a, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(a, k)}")
     if min(a.threads) < 1: raise ValueError(f"--threads must be at least 1, got {min(a.threads)}")
+    if len(set(a.threads)) < len(a.threads): raise ValueError(f"--threads names a count twice: {a.threads}")
     if not a.ckpt: _check_usage(a.never, a.always, a.keep)
     if a.detail and a.table: raise ValueError("--detail writes the executor report into --out only; drop --table")
     if a.table: export.check_table(a.table)
@@ -464,7 +465,10 @@ def _model(a: argparse.Namespace) -> tuple:  # (gated model, calibration images,
         if not ck['gated']:
             raise ValueError(f"{a.ckpt} is a dense baseline; hebbnb-bench needs an FTWT (gated) checkpoint")
         n = min(a.calib_images, 64) if a.quick else a.calib_images
-        calib = _images(ck['dataset'], input_size(ck['arch']), a.data, n, 'train', a.seed + 1)[0]
+        calib, source = _images(ck['dataset'], input_size(ck['arch']), a.data, n, 'train', a.seed + 1)
+        if source == 'random':  # a trained model timed and exported on noise would pass for a result
+            raise ValueError(f"no {ck['dataset']} images found in {a.data or '$HEBBNB_DATA'}: "
+                             f"give --data, the folder holding the data {a.ckpt} was trained on")
         return model, calib, ck['arch'], ck['config']['r'], ck['dataset']
     dataset = 'cifar10' if input_size(a.arch)[1] == 32 else 'imagenet'
     n_timed = min(a.images, 8) if a.quick else a.images
@@ -505,6 +509,8 @@ def run_bench(argv: list[str] | None = None):  # command-line arguments; default
     "Run `hebbnb-bench` (console script `hebbnb.cli.bench_main`): check `argv`, time, write the CSVs and plots."
     a = bench_parser().parse_args(argv)
     _check_args(a)
+    if a.quick: print("hebbnb-bench: --quick: 8 images, 1 pass, batch at most 8, whatever --images, --repeats and "
+                      "--batch say (a smoke test)", file=sys.stderr)
     n, repeats = (min(a.images, 8), 1) if a.quick else (a.images, a.repeats)
     model, calib, arch, r, dataset = _model(a)
     _make_out(a.out)

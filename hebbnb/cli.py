@@ -63,6 +63,8 @@ def load_recipe(name: str,   # a recipe (`find_config`)
     path = find_config(name)
     try: d = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict) or not all(isinstance(d.get(k, {}), dict) for k in STAGES):
+        raise ValueError(f"{path}: a recipe is a JSON object of fields, with 'baseline' and 'ftwt' objects inside")
     valid = {f.name for f in fields(TrainConfig)}
     shared = {k: v for k, v in d.items() if k not in STAGES and k != 'note'}
     recipe = {**shared, **d.get(stage, {})}
@@ -84,7 +86,9 @@ def shipped_checkpoint(name: str = 'cifar10_resnet20_baseline', # a file `hebbnb
 
 # %% ../nbs/09_cli.ipynb #u002
 class CliParser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose usage errors are one line on stderr (`prog: error: message (see --help)`), exit 2."
+    "An `ArgumentParser` with one-line usage errors (`prog: error: message (see --help)`, exit 2) and no abbreviations."
+    def __init__(self, *args, allow_abbrev: bool = False, **kwargs):  # no prefix (--r) stands for a flag (--resume)
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
     def error(self, message: str):  # argparse's reason, e.g. "argument --epochs: invalid int value: 'x'"
         "Print `message` as one line and exit with code 2 (argparse would print the usage block first)."
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -125,7 +129,13 @@ def parse_cli(parser: argparse.ArgumentParser,  # the command's parser: a `CliPa
               argv: list[str] | None = None,    # command-line arguments; default sys.argv[1:]
              ) -> argparse.Namespace:
     "Parse `argv` with one-line usage errors, and check the shared path flags (`PATH_CHECKS`) before any work."
-    if not isinstance(parser, CliParser): parser.error = types.MethodType(CliParser.error, parser)
+    if not isinstance(parser, CliParser):
+        parser.error, parser.allow_abbrev = types.MethodType(CliParser.error, parser), False
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
+    given = {t.split('=')[0] for t in argv if t.startswith('--')}
+    for old in (x for x in parser._actions if isinstance(x, DeprecatedFlag)):
+        if given & set(old.option_strings) and old.new in given:
+            parser.error(f"give {old.new} or its deprecated name {old.option_strings[0]}, not both")
     a = parser.parse_args(argv)
     for dest, check in PATH_CHECKS.items():
         if isinstance(getattr(a, dest, None), str):
@@ -230,6 +240,8 @@ def _train(stage: str, argv=None):
     argv, parser = _argv(argv), train_parser(stage)
     args = parse_cli(parser, argv)
     cfg = resolve_config(stage, args)
+    if not args.resume and (Path(cfg.out) / 'last.pt').is_file():  # a finished or stopped run is never overwritten
+        raise ValueError(f"{cfg.out} holds a run (last.pt): add --resume to continue it, or give another --out")
     metrics = fit(cfg, resume=args.resume, command=shlex.join([parser.prog, *argv]))  # anyone can rerun the run
     if int(os.environ.get('RANK', 0)) == 0:
         keys = ('top1', 'macs', 'flops_reduction', 'flops_reduction_paper', 'seconds')

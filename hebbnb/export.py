@@ -418,6 +418,7 @@ def export_checkpoint(a: argparse.Namespace,      # parsed `export_parser` argum
     sizes = export_sizes(model, net, input_size(ck['arch']))
     out = save_exported(net, a.out)
     shutil.copyfile(deploy.__file__, out / 'hebbnb_deploy.py')
+    (out / 'model.onnx').unlink(missing_ok=True)  # a model.onnx of an earlier export into OUT must not outlive it
     onnx = (write_onnx(net, next(iter(test))[0][:4].contiguous(), out / 'model.onnx') if a.onnx
             else dict(written=False, note='--no-onnx'))
     report = _export_report(a, ck, calib, sizes, cmp, onnx, layers, command)

@@ -105,6 +105,9 @@ def _check_choices(cfg: TrainConfig):
     _one_of('softmax', cfg.softmax, (True, False))
     check_r(cfg.r)
     if cfg.keep is not None and not 0 < cfg.keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {cfg.keep}")
+    if cfg.keep is not None and cfg.labels != 'uniform':  # mass labels choose k from r: a keep would be ignored
+        raise ValueError(f"keep is the share every input keeps under labels='uniform'; labels={cfg.labels!r} "
+                         "chooses k from r: drop keep (--keep) or set labels='uniform'")
     if cfg.method == 'ftwt' and cfg.labels == 'uniform' and cfg.keep is None:
         raise ValueError("labels='uniform' needs keep (--keep), the share of filters every input keeps")
 
@@ -121,6 +124,8 @@ def _check_schedule(cfg: TrainConfig):
     if any(m < 1 for m in cfg.milestones):
         raise ValueError(f"milestones must be epochs (1 or more), got {list(cfg.milestones)}")
     if not 0 <= cfg.cooldown <= 1: raise ValueError(f"cooldown must be a fraction in [0, 1], got {cfg.cooldown}")
+    if not 0 <= cfg.mask_weight < math.inf:
+        raise ValueError(f"mask_weight must be a non-negative number, got {cfg.mask_weight}")
 
 
 # %% ../nbs/08_train.ipynb #ck02
@@ -300,6 +305,7 @@ def model_from_checkpoint(path: str | Path,               # a last.pt or best.pt
     "Rebuild the model saved in a hebbnb checkpoint (dense or gated), in eval mode, with the checkpoint."
     if apply is not None:
         from .gating import _deprecated
+        if mask_source != 'predicted': raise TypeError("give mask_source or its deprecated name apply, not both")
         _deprecated('model_from_checkpoint(apply=)', 'mask_source='); mask_source = apply
     ck = load_checkpoint(checkpoint_file(path))
     cfg = TrainConfig(**ck['config'])

@@ -2,6 +2,7 @@
 before any timing, the random-weight stand-ins, and the static baseline of the executor."""
 
 import csv, json
+from pathlib import Path
 import pytest, torch
 from hebbnb.gating import set_mask_source
 from hebbnb.sparse import random_gated, to_sparse
@@ -130,6 +131,7 @@ def test_bench_detail_is_the_executor_report_in_out_only(tmp_path):
         (['--threads', '1', '0'], '--threads must be at least 1'),
         (['--never', '0.6', '--always', '0.5'], 'never + always'),
         (['--detail', '--table', 'x.csv'], 'drop --table'),
+        (['--threads', '1', '1'], 'names a count twice'),  # two rows of one key
     ],
 )
 def test_bench_bad_arguments_exit_2_with_one_line(tmp_path, capsys, bad, message):
@@ -151,6 +153,15 @@ def test_bench_bad_table_fails_before_timing(tmp_path, capsys, monkeypatch):
     ):
         code, err = run(['--arch', 'resnet20', *QUICK, '--out', str(tmp_path / 'o'), '--table', str(table)], capsys)
         assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_bench_refuses_a_checkpoint_without_its_data(tmp_path, capsys, monkeypatch):
+    "A trained checkpoint is never timed or exported on random images: without its data, exit 2 and one line."
+    monkeypatch.delenv('HEBBNB_DATA', raising=False)
+    ckpt = Path(__file__).resolve().parents[1] / 'checkpoints' / 'cifar10_resnet20_ftwt_r0.8_e3.pt'
+    args = ['--images', '2', '--calib-images', '8', '--threads', '1', '--data', str(tmp_path / 'none')]
+    code, err = run(['--ckpt', str(ckpt), *args, '--out', str(tmp_path)], capsys)
+    assert code == 2 and len(err) == 1 and 'no cifar10 images found' in err[0], err
 
 
 def test_bench_cli_bad_input_is_one_line(tmp_path, capsys):

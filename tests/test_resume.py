@@ -60,6 +60,9 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp('runs')
     assert call(baseline_main, RUN + ['--threads', '1', '--out', d / 'base'])[0] == 0
     assert call(train_main, RUN + ['--threads', '1', '--init', d / 'base' / 'last.pt', '--out', d / 'ftwt'])[0] == 0
+    uniform = ['--labels', 'uniform', '--keep', '0.4']  # keep exists for uniform labels only
+    init = ['--init', d / 'base' / 'last.pt']
+    assert call(train_main, RUN + ['--threads', '1', *init, *uniform, '--out', d / 'uniform'])[0] == 0
     return d
 
 
@@ -84,9 +87,11 @@ def test_resume_refuses_a_changed_baseline_flag(runs, tmp_path, name):
 @pytest.mark.parametrize('name', FTWT_FIELDS)
 def test_resume_refuses_a_changed_ftwt_flag(runs, tmp_path, name):
     out = tmp_path / 'run'
-    shutil.copytree(runs / 'ftwt', out)
+    shutil.copytree(runs / ('uniform' if name == 'keep' else 'ftwt'), out)
     saved = load_checkpoint(out / 'last.pt')['config'][name]
     alt = ALT[name] or ['--init', runs / 'ftwt' / 'last.pt']
+    if name == 'keep':
+        alt = alt + ['--labels', 'uniform']
     init = [] if name == 'init' else ['--init', runs / 'base' / 'last.pt']
     code, _, err = call(train_main, RUN + init + alt + ['--out', out, '--resume'])
     flag = {'softmax': '--no-softmax'}.get(name, alt[0])

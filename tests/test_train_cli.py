@@ -3,7 +3,7 @@
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from hebbnb.train import tiny_config, fit, load_checkpoint, save_atomic, StopFlag, CKPT_FORMAT
+from hebbnb.train import tiny_config, fit, load_checkpoint, save_atomic, StopFlag, CKPT_FORMAT, model_from_checkpoint
 from hebbnb.cli import baseline_main, train_main, eval_main, estimate_main, quickstart_main, bench_main, export_main
 
 BIN = Path(sys.executable).parent
@@ -199,6 +199,9 @@ def test_missing_data_is_one_line(tmp_path):
         (['--r', '1.5'], 'r must lie in (0, 1]'),
         (['--r', 'nan'], 'r must lie in (0, 1]'),
         (['--r', '0.9', '--arch', 'vgg16_bn'], 'holds a resnet20'),
+        (['--keep', '0.5'], "labels='mass' chooses k from r"),  # keep would be ignored by mass labels
+        (['--mask-weight', '-1'], 'mask_weight must be a non-negative number'),
+        (['--mlr', '0.1', '--resum'], 'unrecognized arguments: --resum'),  # no abbreviations: --resum is not --resume
     ],
 )
 def test_train_bad_input_is_one_line(tmp_path, base_ckpt, argv, msg):
@@ -664,3 +667,29 @@ def test_quickstart_reads_its_recipe(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base, ftwt = quickstart_configs(a)
     assert (ftwt.lr, ftwt.mlr, ftwt.r, ftwt.batch_size, ftwt.schedule, base.lr) == (0.03, 0.2, 0.7, 64, 'step', 0.2)
+
+
+def test_a_run_folder_is_never_overwritten_without_resume(tmp_path, base_ckpt):
+    "Training into a folder that holds a run needs --resume; the run stays as it was."
+    out = tmp_path / 'run'
+    assert call(train_main, TINY + ['--init', base_ckpt, '--out', out])[0] == 0
+    before = (out / 'last.pt').read_bytes()
+    code, _, err = call(train_main, TINY + ['--init', base_ckpt, '--r', '0.5', '--out', out])
+    assert one_line(code, err) and 'add --resume' in err, err
+    assert (out / 'last.pt').read_bytes() == before
+
+
+def test_old_and_new_flag_names_together_are_refused(base_ckpt, ftwt_ckpt):
+    "--apply (deprecated) and --mask-source name one setting: giving both is an error, whichever comes last."
+    for argv in (['--apply', 'oracle', '--mask-source', 'none'], ['--mask-source=none', '--apply', 'oracle']):
+        code, _, err = call(eval_main, ['--ckpt', ftwt_ckpt, *argv])
+        assert one_line(code, err) and 'not both' in err, err
+    with pytest.raises(TypeError, match='not both'):
+        model_from_checkpoint(ftwt_ckpt, mask_source='oracle', apply='none')
+
+
+def test_a_recipe_must_be_an_object(tmp_path):
+    "A recipe file that is not a JSON object of fields is bad input, not a crash."
+    (tmp_path / 'list.json').write_text('[1, 2]')
+    code, _, err = call(baseline_main, TINY + ['--config', tmp_path / 'list.json', '--out', tmp_path / 'x'])
+    assert one_line(code, err) and 'a recipe is a JSON object' in err, err
