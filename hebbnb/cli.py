@@ -294,8 +294,11 @@ def evaluate_checkpoint(ckpt: str | Path,                # a last.pt or best.pt 
                        ) -> dict:  # `evaluate`'s metrics (+ static/dynamic split), arch, dataset, method, r, ckpt
     "Evaluate a checkpoint on its dataset's test set: top-1 (%), exact MACs, FLOPs reductions (%), saving split."
     if apply is not None:
+        if mask_source != 'predicted': raise TypeError("give mask_source or its deprecated name apply, not both")
         _deprecated('evaluate_checkpoint(apply=)', 'mask_source='); mask_source = apply
     model, ck = model_from_checkpoint(ckpt, mask_source)
+    if not ck['gated'] and mask_source != 'predicted':  # a dense baseline has no masks to choose
+        raise ValueError(f"{ckpt} is a dense baseline: it has no masks, so mask_source={mask_source!r} has no effect")
     cfg = reading_config(ck, data, download, batch_size, device)
     rt = setup_runtime(cfg)
     test_loader = plain_batches(cfg, rt, 'test')

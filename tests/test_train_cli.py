@@ -686,6 +686,8 @@ def test_old_and_new_flag_names_together_are_refused(base_ckpt, ftwt_ckpt):
         assert one_line(code, err) and 'not both' in err, err
     with pytest.raises(TypeError, match='not both'):
         model_from_checkpoint(ftwt_ckpt, mask_source='oracle', apply='none')
+    code, _, err = call(eval_main, ['--ckpt', base_ckpt, '--mask-source', 'oracle'])  # a baseline has no masks
+    assert one_line(code, err) and 'has no masks' in err, err
 
 
 def test_a_recipe_must_be_an_object(tmp_path):
