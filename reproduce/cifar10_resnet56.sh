@@ -3,7 +3,8 @@
 # Usage: HEBBNB_DATA=../shared/data bash reproduce/cifar10_resnet56.sh [stage ...]
 # Stages: baseline (30 epochs, cosine from lr 0.1: the paper trains 200 epochs with steps; 30 is what a 2-core CPU
 #         allows over a few sessions), estimate (before training), ftwt (decoupled r = 0.8 and joint r = 0.88, the
-#         paper's rows, 10 epochs each from the baseline, mask loss for the first half), collect
+#         paper's rows, 10 epochs each from the baseline, mask loss for the first half; ftwt_decoupled and ftwt_joint
+#         run one each, so that two can run side by side with THREADS=1), collect
 #         (-> results/cifar10_resnet56.csv), save (copy every run's resumable state into checkpoints/cifar10_resnet56/),
 #         default: baseline estimate ftwt collect.
 # Every stage resumes or skips finished runs; a stage longer than a session is continued from the state `save` committed.
@@ -36,7 +37,9 @@ ftwt() {  # ftwt NAME ARGS...
   done_run "$RUNS/$name" || hebbnb-train --config cifar10_resnet56 --init "$BASE" "${COMMON[@]}" --epochs 10 --lr 0.01 \
     --mlr 0.1 --cooldown 0.5 "$@" --out "$RUNS/$name" --resume
 }
-stage_ftwt() { ftwt ftwt_decoupled_r0.8_e10 --r 0.8 --mode decoupled; ftwt ftwt_joint_r0.88_e10 --r 0.88 --mode joint; }
+stage_ftwt_decoupled() { ftwt ftwt_decoupled_r0.8_e10 --r 0.8 --mode decoupled; }
+stage_ftwt_joint() { ftwt ftwt_joint_r0.88_e10 --r 0.88 --mode joint; }
+stage_ftwt() { stage_ftwt_decoupled; stage_ftwt_joint; }
 stage_collect() { python reproduce/collect.py "$RUNS" results/cifar10_resnet56.csv; }
 stage_save() {
   for d in "$RUNS"/*/; do
