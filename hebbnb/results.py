@@ -10,8 +10,8 @@ import csv, math
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['KINDS', 'number', 'read_rows', 'run_label', 'cell', 'markdown_table', 'run_kind', 'plot_accuracy_vs_flops',
-           'estimate_gap', 'realised_note']
+__all__ = ['KINDS', 'PAPER_CIFAR10', 'MODEL_NAMES', 'PAPER_COLUMNS', 'number', 'read_rows', 'run_label', 'cell', 'markdown_table',
+           'run_kind', 'plot_accuracy_vs_flops', 'estimate_gap', 'realised_note', 'beside_paper']
 
 # %% ../nbs/08a_results.ipynb #c006
 def number(v: str | None):  # one CSV cell, as csv.DictReader gives it
@@ -110,3 +110,34 @@ def realised_note(rows: list[dict],  # typed rows of results/cifar10_resnet20.cs
             f"reference code's softmax heads (which learned static masks in {eps} epochs) realised {min(soft):.1f}-"
             f"{max(soft):.1f} points (mean {sum(soft) / len(soft):.1f}) less than the dense estimate; heads without "
             f"the softmax (hebbnb-train --no-softmax) came within {bound:.1f} points of it ({source})")
+
+# %% ../nbs/08a_results.ipynb #c023
+# The paper's CIFAR-10 FTWT rows (Table 1): top-1 (%) of its baseline and of FTWT, FLOPs reduction (%) in its convention
+PAPER_CIFAR10 = [
+    dict(arch='vgg16_bn', mode='decoupled', r=0.92, baseline=93.82, top1=93.73, flops_reduction_paper=56),
+    dict(arch='vgg16_bn', mode='joint', r=0.92, baseline=93.82, top1=93.55, flops_reduction_paper=65),
+    dict(arch='vgg16_bn', mode='decoupled', r=0.85, baseline=93.82, top1=93.19, flops_reduction_paper=73),
+    dict(arch='resnet56', mode='decoupled', r=0.80, baseline=93.66, top1=92.63, flops_reduction_paper=66),
+    dict(arch='resnet56', mode='joint', r=0.88, baseline=93.66, top1=92.28, flops_reduction_paper=54),
+    dict(arch='mobilenet_v1', mode='decoupled', r=1.0, baseline=90.89, top1=91.06, flops_reduction_paper=78),
+]
+MODEL_NAMES = {'resnet20': 'ResNet-20', 'resnet56': 'ResNet-56', 'vgg16_bn': 'VGG16-BN', 'mobilenet_v1': 'MobileNetV1'}
+
+def beside_paper(rows: list[dict],          # typed rows of one or more results CSVs, a baseline per architecture
+                 archs: tuple | None = None,  # the paper's rows of these architectures only (None: all of them)
+                ) -> list[dict]:            # the paper's rows, then ours, in the keys of `PAPER_COLUMNS`
+    "The paper's FTWT rows and our FTWT rows in one table: model, mode and r, epochs, baselines, top-1, reductions."
+    base = {row['arch']: row['top1'] for row in rows if row['method'] == 'baseline'}
+    paper = [dict(source='paper', model=MODEL_NAMES[p['arch']], run=f"{p['mode']}, {p['r']:g}", epochs='~200',
+                  baseline=p['baseline'], top1=p['top1'], paper=p['flops_reduction_paper'], exact=None)
+             for p in PAPER_CIFAR10 if archs is None or p['arch'] in archs]
+    ours = [dict(source='hebbnb', model=MODEL_NAMES[row['arch']],
+                 run=f"{row['mode']}, {row['r']:g}" + ('' if row['softmax'] else ', no softmax'), epochs=row['epochs'],
+                 baseline=base[row['arch']], top1=row['top1'], paper=row['flops_reduction_paper'],
+                 exact=row['flops_reduction']) for row in rows if row['method'] == 'ftwt']
+    return paper + ours
+
+PAPER_COLUMNS = [('source', 'source', ''), ('model', 'model', ''), ('mode, r', 'run', ''), ('epochs', 'epochs', ''),
+                 ('baseline top-1 (%)', 'baseline', '.2f'), ('FTWT top-1 (%)', 'top1', '.2f'),
+                 ('drop (points)', lambda row: row['baseline'] - row['top1'], '.2f'),
+                 ('FLOPs reduction, paper convention (%)', 'paper', '.1f'), ('exact FLOPs reduction (%)', 'exact', '.1f')]

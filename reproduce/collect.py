@@ -3,6 +3,7 @@
 Usage: python reproduce/collect.py RUNS_DIR OUT.csv
        python reproduce/collect.py --markdown OUT.csv            # the README's results table, from the CSV
        python reproduce/collect.py --plot OUT.csv FIGURE.png     # top-1 against exact FLOPs reduction, from the CSV
+       python reproduce/collect.py --paper OUT.csv               # the README's table of the CSV beside the paper's rows
 Reads RUNS_DIR/*/metrics.json, and RUNS_DIR/estimate_forward|estimate_dense/estimate.json for the before-training
 estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_DIR/*/eval.json, written by
 `hebbnb-eval --ckpt RUN/last.pt > RUN/eval.json`. Reductions and top-1 are in %; macs are mean exact MACs per image.
@@ -10,7 +11,7 @@ estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_
 
 import csv, json, sys
 from pathlib import Path
-from hebbnb.results import markdown_table, plot_accuracy_vs_flops, read_rows, run_label
+from hebbnb.results import PAPER_COLUMNS, beside_paper, markdown_table, plot_accuracy_vs_flops, read_rows, run_label
 
 COLUMNS = [
     'dataset',
@@ -112,6 +113,12 @@ def markdown(path: Path) -> str:
     return markdown_table(read_rows(path), README_COLUMNS)
 
 
+def paper_markdown(path: Path) -> str:
+    "The README's table of a CSV's FTWT runs beside the paper's rows of the same architecture."
+    rows = read_rows(path)
+    return markdown_table(beside_paper(rows, archs={row['arch'] for row in rows}), PAPER_COLUMNS)
+
+
 def plot(path: Path, png: Path):
     "results/cifar10_resnet20_accuracy_vs_flops.png (README, notebook 90), from a CSV written by `collect`."
     plot_accuracy_vs_flops(read_rows(path), 'ResNet-20, CIFAR-10 (CPU-scale schedules)').savefig(png, dpi=120)
@@ -120,6 +127,8 @@ def plot(path: Path, png: Path):
 if __name__ == '__main__':
     if len(sys.argv) == 3 and sys.argv[1] == '--markdown':
         print(markdown(Path(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == '--paper':
+        print(paper_markdown(Path(sys.argv[2])))
     elif len(sys.argv) == 4 and sys.argv[1] == '--plot':
         plot(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) == 3:

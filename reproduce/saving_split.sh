@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# The static/dynamic split of the saved MACs for every committed ResNet-20 FTWT checkpoint (issue 11, item 5): the two
-# 3-epoch checkpoints and the 30-epoch runs of the dynamic study (reproduce/dynamic_study.sh long).
-# Usage: HEBBNB_DATA=../shared/data bash reproduce/saving_split.sh
+# The static/dynamic split of the saved MACs for every committed FTWT checkpoint of an architecture (issue 11, item 5):
+# resnet20: the two 3-epoch checkpoints and the 30-epoch runs of the dynamic study (reproduce/dynamic_study.sh long);
+# resnet56: the two 10-epoch rows of reproduce/cifar10_resnet56.sh.
+# Usage: HEBBNB_DATA=../shared/data bash reproduce/saving_split.sh [resnet20|resnet56]   (default resnet20)
 #   -> results/cifar10_resnet20_saving_split.csv (one row per checkpoint) and ..._layers.csv (mean MACs per image and layer)
+#   -> results/cifar10_resnet56_saving_split.csv and cifar10_resnet56_saving_split_layers.csv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HEBBNB_DATA:?set HEBBNB_DATA to the folder holding cifar10-jpeg.tar.gz}"
 export OMP_WAIT_POLICY=PASSIVE
-out=results/cifar10_resnet20_saving_split.csv
-CKPTS=(checkpoints/cifar10_resnet20_ftwt_r0.8_e3.pt checkpoints/cifar10_resnet20_ftwt_r0.8_e3_nosoftmax.pt
-       checkpoints/dynamic_study/long_softmax/last.pt checkpoints/dynamic_study/long_nosoftmax/last.pt)
+arch=${1:-resnet20}
+case "$arch" in
+  resnet20) CKPTS=(checkpoints/cifar10_resnet20_ftwt_r0.8_e3.pt checkpoints/cifar10_resnet20_ftwt_r0.8_e3_nosoftmax.pt
+                   checkpoints/dynamic_study/long_softmax/last.pt checkpoints/dynamic_study/long_nosoftmax/last.pt) ;;
+  resnet56) CKPTS=(checkpoints/cifar10_resnet56/ftwt_decoupled_r0.8_e10/last.pt
+                   checkpoints/cifar10_resnet56/ftwt_joint_r0.88_e10/last.pt) ;;
+  *) echo "saving_split.sh: architecture must be resnet20 or resnet56, got '$arch'" >&2; exit 2 ;;
+esac
+out=results/cifar10_${arch}_saving_split.csv
 tmp=$(mktemp -d)
 for i in "${!CKPTS[@]}"; do  # one JSON per checkpoint, numbered in the order of CKPTS
   hebbnb-eval --ckpt "${CKPTS[$i]}" --data "$HEBBNB_DATA" --no-download > "$tmp/$i.json"
