@@ -30,7 +30,7 @@ from .data import data_root
 from .flops import static_macs, reduction_curve, r_for_budget, plot_budget
 from .models import input_size
 from .mass import check_r
-from .gating import _deprecated
+from .gating import _renamed_source
 from .results import read_rows, markdown_table, plot_accuracy_vs_flops, realised_note
 
 # %% auto #0
@@ -293,9 +293,7 @@ def evaluate_checkpoint(ckpt: str | Path,                # a last.pt or best.pt 
                         apply: str | None = None,        # deprecated name of `mask_source`
                        ) -> dict:  # `evaluate`'s metrics (+ static/dynamic split), arch, dataset, method, r, ckpt
     "Evaluate a checkpoint on its dataset's test set: top-1 (%), exact MACs, FLOPs reductions (%), saving split."
-    if apply is not None:
-        if mask_source != 'predicted': raise TypeError("give mask_source or its deprecated name apply, not both")
-        _deprecated('evaluate_checkpoint(apply=)', 'mask_source='); mask_source = apply
+    mask_source = _renamed_source(mask_source, apply, 'evaluate_checkpoint')
     model, ck = model_from_checkpoint(ckpt, mask_source)
     if not ck['gated'] and mask_source != 'predicted':  # a dense baseline has no masks to choose
         raise ValueError(f"{ckpt} is a dense baseline: it has no masks, so mask_source={mask_source!r} has no effect")

@@ -32,6 +32,13 @@ def _deprecated(old: str, new: str, stacklevel: int = 3):
         f"{old} is deprecated; use {new}", FutureWarning, stacklevel=stacklevel
     )  # FutureWarning: users see it
 
+def _renamed_source(mask_source: str, apply: str | None, where: str) -> str:
+    "The mask source a caller asked for: `mask_source`, or its deprecated name `apply=` (warned); both is a TypeError."
+    if apply is None: return mask_source
+    if mask_source != 'predicted': raise TypeError("give mask_source or its deprecated name apply, not both")
+    _deprecated(f'{where}(apply=)', 'mask_source=', 4)
+    return apply
+
 # %% ../nbs/04_gating.ipynb #c007
 class GatedConv(nn.Module):
     "conv -> BN -> act whose filters are switched on per input by a mask predictor (or labels, or nothing)."

@@ -14,7 +14,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 import torch.distributed as dist
 from .models import create, available, input_size
-from .gating import gate, gated_layers
+from .gating import gate, gated_layers, _renamed_source
 from .predictor import mask_loss
 from .flops import static_macs, dynamic_macs, head_macs, layer_macs
 from .mass import check_r
@@ -303,10 +303,7 @@ def model_from_checkpoint(path: str | Path,               # a last.pt or best.pt
                           apply: str | None = None,       # deprecated name of `mask_source`
                          ) -> tuple[nn.Module, dict]:     # (the model in eval mode, the checkpoint)
     "Rebuild the model saved in a hebbnb checkpoint (dense or gated), in eval mode, with the checkpoint."
-    if apply is not None:
-        from .gating import _deprecated
-        if mask_source != 'predicted': raise TypeError("give mask_source or its deprecated name apply, not both")
-        _deprecated('model_from_checkpoint(apply=)', 'mask_source='); mask_source = apply
+    mask_source = _renamed_source(mask_source, apply, 'model_from_checkpoint')
     ck = load_checkpoint(checkpoint_file(path))
     cfg = TrainConfig(**ck['config'])
     model = create(ck['arch'], ck['num_classes'])
