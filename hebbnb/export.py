@@ -447,10 +447,7 @@ def _dense_twin(model: nn.Module, n_in: int) -> ExportedNet:
 def _packed_dense_twin(model: nn.Module, warm: Tensor):  # -> SparseNet keeping every filter, heads never run
     "The gated model with every filter kept, run by the executor: prepacked oneDNN convs, no heads, no gathers."
     from hebbnb.sparse import to_sparse
-    net = to_sparse(model)
-    for layer in net.layers: layer.fixed, layer.fixed_keep = torch.ones(1, layer.co), None  # logit 1 > 0: all kept
-    for x in warm: net(x[None])                                          # pack each weight block (second sight)
-    return net
+    return to_sparse(model, warm=warm, keep_all=True)                   # warm: packs each weight block
 
 @torch.no_grad()
 def _throughput(f, xs: Tensor, batch: int, reps: int) -> float:  # ms per image at batch `batch`

@@ -403,15 +403,22 @@ class SparseNet:
         "Per layer, the number of filters kept in the last call (batch 1: of that input)."
         return [layer.last[0] for layer in self.layers]
 
+    def keep_all(self) -> SparseNet:
+        "Decide every filter kept, for every input: the dense network on this executor's convs, no head runs."
+        for layer in self.layers: layer.fixed, layer.fixed_keep = torch.ones(1, layer.co), None  # logit 1 > 0
+        return self
+
 # %% ../nbs/10_sparse.ipynb #c032
 def to_sparse(model: nn.Module,             # trained gated model
               block: int = 1,               # round kept filters up to a multiple of this
               tune: bool = False,           # time each layer shape to choose layouts and dense fallbacks
               warm: Tensor | None = None,   # images (N, 3, H, W) to run once at load (kernels created, blocks packed)
               pack: bool = True,            # prepack repeated weight blocks for oneDNN (see `SparseConv`)
+              keep_all: bool = False,       # keep every filter (`SparseNet.keep_all`): the dense baseline of the backend
              ) -> SparseNet:
     "Compile a trained gated model, once, into a batch-1 sparse executor."
     net = SparseNet(model, block, pack)
+    if keep_all: net.keep_all()
     if tune:
         if warm is None: raise ValueError("tune=True needs `warm` images: they give each layer's input size")
         from hebbnb.bench import tune_layers   # timing code lives in `bench`, which builds on this module
