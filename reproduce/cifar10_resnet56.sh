@@ -3,8 +3,9 @@
 # Usage: HEBBNB_DATA=../shared/data bash reproduce/cifar10_resnet56.sh [stage ...]
 # Stages: baseline (30 epochs, cosine from lr 0.1: the paper trains 200 epochs with steps; 30 is what a 2-core CPU
 #         allows over a few sessions), estimate (before training -> results/cifar10_resnet56_estimate_*.json),
-#         ftwt (decoupled r = 0.8 and joint r = 0.88, the paper's rows, 10 epochs each from the baseline, mask loss for the first half; ftwt_decoupled and ftwt_joint
-#         run one each, so that two can run side by side with THREADS=1), collect
+#         ftwt (decoupled r = 0.8 and joint r = 0.88, the paper's rows, 10 epochs each from the baseline, mask loss for
+#         the first half; ftwt_decoupled and ftwt_joint run one each, so that two can run side by side with THREADS=1),
+#         collect
 #         (-> results/cifar10_resnet56.csv), save (copy every run's resumable state into checkpoints/cifar10_resnet56/),
 #         default: baseline estimate ftwt collect.
 # Every stage resumes or skips finished runs; a stage longer than a session is continued from the state `save` committed.
