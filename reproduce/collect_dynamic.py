@@ -8,7 +8,9 @@ the runs made before hebbnb computed it per filter, which includes every run com
 OUT/dynamic_summary.csv (one row per run: its last epoch, plus the split of the saved MACs into the static part, which
 a statically pruned network also saves, and the input-dependent part).
 hebbnb runs read RUN/log.csv and RUN/metrics.json (written by hebbnb-train); reference runs read the same files written
-by reproduce/reference_ftwt.py (whose FLOPs follow the reference code's formula, gated convs only).
+by reproduce/reference_ftwt.py (whose FLOPs follow the reference code's formula, gated convs only): its `heads` runs
+(train 'heads', no `train` in their config) and its `ftwt` runs (full FTWT, config train='all', evaluated on the full
+test set every epoch, so their metrics.json is their summary, as for hebbnb's full runs).
 """
 
 import argparse, csv, json
@@ -61,7 +63,7 @@ def run_config(run: Path) -> dict:
 
 
 def info_train(cfg: dict, code: str) -> str:
-    "What the run trained: 'heads' (frozen backbone) or 'all'."
+    "What the run trained: 'heads' (frozen backbone) or 'all'; a reference run without `train` is a heads run."
     return cfg.get('train', 'heads' if code == 'reference' else 'all')
 
 

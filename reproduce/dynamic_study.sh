@@ -4,7 +4,9 @@
 # Stages: heads (experiment 1: heads only, frozen backbone, 60 epochs on a 10,000-image class-balanced subset,
 #         evaluated per epoch on a 2,000-image test subset, {softmax, no softmax} x {mlr 0.1 (reference), 1.0}), long (experiment 2: decoupled r = 0.8, 30 epochs, full
 #         training set, mask loss for the first half, {softmax, no softmax}), eval (finished runs on the full test
-#         set), reference (the reference code's heads-only runs, reproduce/reference_ftwt.py), collect, save.
+#         set), reference (the reference code's heads-only runs, reproduce/reference_ftwt.py), reference_long (the
+#         reference code's full FTWT, as long: decoupled r = 0.8, 30 epochs, full training set, lr 0.01 cosine, mlr 0.1,
+#         mask loss for the first half, {softmax, no softmax}), collect, save.
 # Runs resume where they stopped. Runs longer than a session are continued from the stage checkpoints committed under
 # checkpoints/dynamic_study/ (last.pt, log.csv), which `save` refreshes.
 set -euo pipefail
@@ -51,14 +53,27 @@ stage_eval() {  # finished heads-only runs (evaluated per epoch on 2,000 test im
   done
 }
 REF="${REFERENCE:-/tmp/ref/FTWT}"   # a checkout of github selkerdawy/FTWT outside this repository
+ref_restore() {  # ref_restore NAME: continue runs/reference/NAME from its committed stage checkpoint
+  if [ ! -f "runs/reference/$1/last.pt" ] && [ -f "$SAVED/reference/$1/last.pt" ]; then
+    mkdir -p "runs/reference/$1"; cp "$SAVED/reference/$1/"* "runs/reference/$1/"
+  fi
+}
 ref_heads() {  # ref_heads SOFTMAX(softmax|nosoftmax): the reference code's heads, as heads_run SOFTMAX 0.1
   local out="runs/reference/heads_$1_mlr0.1" flag=(--softmax); [ "$1" = nosoftmax ] && flag=(--no-softmax)
-  if [ ! -f "$out/last.pt" ] && [ -f "$SAVED/reference/heads_$1_mlr0.1/last.pt" ]; then mkdir -p "$out"; cp "$SAVED/reference/heads_$1_mlr0.1/"* "$out/"; fi
+  ref_restore "heads_$1_mlr0.1"
   [ -f "$out/metrics.json" ] || python reproduce/reference_ftwt.py heads --reference "$REF" --mlr 0.1 "${flag[@]}" \
     --test-subset 2000 --threads "${THREADS:-1}" --out "$out" --resume
   [ -f "$out/eval.json" ] || python reproduce/reference_ftwt.py eval --reference "$REF" --run "$out"
 }
 stage_reference() { ref_heads softmax & ref_heads nosoftmax & wait; }
+ref_long() {  # ref_long SOFTMAX(softmax|nosoftmax): the reference code's full FTWT, as stage_long's long_SOFTMAX
+  local out="runs/reference/long_$1" flag=(--softmax); [ "$1" = nosoftmax ] && flag=(--no-softmax)
+  ref_restore "long_$1"
+  [ -f "$out/metrics.json" ] || python reproduce/reference_ftwt.py ftwt --reference "$REF" --data "$DATA" \
+    --init "$BASE" --batch-size 128 --r 0.8 --mode decoupled --epochs 30 --lr 0.01 --mlr 0.1 --cooldown 0.5 "${flag[@]}" \
+    --threads "${THREADS:-1}" --out "$out" --resume
+}
+stage_reference_long() { ref_long softmax & ref_long nosoftmax & wait; }  # two runs side by side, one thread each
 stage_collect() { python reproduce/collect_dynamic.py --hebbnb "$RUNS"/*/ --reference runs/reference/*/; }
 
-for s in ${@:-heads long eval reference collect}; do echo "== $s"; "stage_$s"; done
+for s in ${@:-heads long eval reference reference_long collect}; do echo "== $s"; "stage_$s"; done

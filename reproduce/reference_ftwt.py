@@ -3,12 +3,39 @@
     git clone https://github.com/selkerdawy/FTWT /tmp/ref/FTWT     # a scratch folder outside this repository
     python reproduce/reference_ftwt.py check --reference /tmp/ref/FTWT
     python reproduce/reference_ftwt.py heads --reference /tmp/ref/FTWT --out runs/reference/heads_softmax_mlr0.1
+    python reproduce/reference_ftwt.py ftwt --reference /tmp/ref/FTWT --softmax --out runs/reference/long_softmax
 
-Nothing of the reference code is copied here: its modules are imported at run time from `--reference DIR`. Three uses:
+Nothing of the reference code is copied here: its modules are imported at run time from `--reference DIR`. Four uses:
 - `reference_steps`: one training step of their loop (dense and FTWT), for `reproduce/train_step.py --reference DIR`;
 - `load_hebbnb_baseline`: our baseline checkpoint in their ResNet (names mapped, logits checked);
 - `heads`: their mask predictors trained alone on a frozen backbone (issue 11, experiment 3), measured with hebbnb's
-  definitions (`dynamic_filters`, balanced accuracy, F1) on hebbnb's data pipeline.
+  definitions (`dynamic_filters`, balanced accuracy, F1) on hebbnb's data pipeline;
+- `ftwt`: their full FTWT training loop (cifar.py `train`, backbone and heads) from our baseline (issue 11,
+  experiment 3, second half), beside hebbnb's `reproduce/dynamic_study.sh long` runs, measured as `heads` measures.
+
+How `ftwt` maps their cifar.py (and job_dynamic.sh) onto hebbnb's `long` runs (`hebbnb-train ... --schedule cosine
+--r 0.8 --mode decoupled --epochs 30 --lr 0.01 --mlr 0.1 --cooldown 0.5 [--no-softmax]`):
+- their loop, batch by batch (`ftwt_batch`): the whole model in train mode (batch statistics, their binary masks
+  applied), input with requires_grad as theirs, L = CE + w L_mask with their `compute_mask_loss_per_input`, one
+  backward, then their `MultipleOptimizer` steps the backbone SGD *and* the head SGD on every batch;
+- w = 1 before epoch int(cooldown * epochs) and 0 from it on (their `mask_weight`; cooldown 0.5, their default). After
+  it their head SGD keeps stepping on a zero gradient, so the heads move only by the momentum left in its buffer, which
+  shrinks by 0.9 a batch (about 9 more steps' worth in all, then nothing); hebbnb skips the head step (frozen exactly).
+  The log's `head_update` (relative change of the head weights over the epoch) shows it;
+- their optimisers and groups (`reference_optimizers`): backbone SGD lr 0.01, momentum 0.9, weight decay 5e-4 (their
+  job_dynamic.sh `--lr 1e-2 --wd 5e-4`); heads SGD mlr 0.1, momentum 0.9, no weight decay (`--mlr 1e-1`);
+- backbone lr: cosine to 0 over the run's epochs, stepped per epoch (their `--lr_scheduler_b cosine`, which is also
+  hebbnb's `--schedule cosine`); job_dynamic.sh's step schedule (81/122/151 of 200 epochs) has no 30-epoch counterpart;
+- head lr: constant (their cifar.py gives the head SGD no scheduler); hebbnb's `--schedule cosine` decays the heads' lr
+  as well: `--schedule cosine` here does the same, for a check of that one difference;
+- heads start random (their `--headinit random` default); r = 0.8 mass labels (`--mthresh 0.8 --gt-type mass`), labels
+  before the residual addition (`--gtafterblock False`, hebbnb's label_at 'pre'), decoupled (`--mode decoupled`),
+  softmax 1/0 (`--softmax`);
+- not theirs but hebbnb's, so that the two runs differ only in the code: the backbone starts from our baseline
+  (`load_hebbnb_baseline`, in place of their `--init`), the data are hebbnb's (the baseline's normalisation and
+  augmentation, seeded order), 30 epochs on the full training set at batch 128, and every epoch is evaluated on the full
+  test set (`evaluate_reference`, their eval mode) as hebbnb's long runs are. Their DataParallel/CUDA, TensorBoard and
+  best-model copy are left out: last.pt (written after every epoch) is the run's result, as for hebbnb's metrics.json.
 
 Import shims (no file of the checkout is changed): `utils`, `models` and `models.cifar` are entered in `sys.modules` as
 bare packages, so that their `__init__.py` files (which need tensorboardX, cv2, the MobileNets) do not run; `thop`,
@@ -179,6 +206,34 @@ def reference_optimizers(
 
 
 # ---------------------------------------------------------------------------------------------------------------- step
+def ftwt_batch(
+    R: types.SimpleNamespace,  # `import_reference`
+    model: nn.Module,  # their model with heads, in train mode
+    opts,  # their `MultipleOptimizer` (backbone and heads)
+    x: Tensor,
+    y: Tensor,  # (B, 3, 32, 32) images, (B,) labels
+    w: float = 1.0,  # mask-loss weight: 1 before their cooldown, 0 after
+) -> dict:  # loss, ce, mask_loss (unweighted; detached), mask_acc (their %), outputs (B, classes), flops (B,)
+    "One batch of their cifar.py `train`: L = CE + w L_mask, one backward, a step of every optimiser (heads included)."
+    inputs = torch.autograd.Variable(x, requires_grad=True)  # as their loop: input grad, for joint mode
+    outputs, mask_logits, gt_mask, flops = model(inputs)  # flops: (B,) their FLOPs count of each image
+    ce = F.cross_entropy(outputs, y)  # their nn.CrossEntropyLoss()
+    # L_mask = (1/L) sum_l sum_c mean_b BCE(logit_blc, label_blc); theirs with lweight=w is w * this same mean
+    mask_loss, mask_acc, _ = R.utils.compute_mask_loss_per_input(gt_mask, mask_logits, y, lweight=1.0)
+    loss = ce + w * mask_loss
+    opts.zero_grad()
+    loss.backward()
+    opts.step()
+    return dict(
+        loss=loss.detach(),
+        ce=ce.detach(),
+        mask_loss=mask_loss.detach(),
+        mask_acc=mask_acc,
+        outputs=outputs.detach(),
+        flops=flops,
+    )
+
+
 class ReferenceStep:
     "One batch of their training loop: cifar.py `train` (FTWT) or `train_baseline` (dense), on a fixed batch."
 
@@ -199,21 +254,17 @@ class ReferenceStep:
         R, y = self.R, self.y
         self.model.train()
         if self.ftwt:
-            inputs = torch.autograd.Variable(self.x, requires_grad=True)  # as their loop: input grad, for joint mode
-            outputs, mask_logits, gt_mask, cur_flops = self.model(inputs)
-            self.flops += cur_flops.sum()
-            loss = self.criterion(outputs, y)
-            mask_loss, mask_acc, _ = R.utils.compute_mask_loss_per_input(gt_mask, mask_logits, y, lweight=self.w)
-            loss += mask_loss
+            b = ftwt_batch(R, self.model, self.opts, self.x, y, self.w)
+            loss, outputs = b['loss'], b['outputs']
+            self.flops += b['flops'].sum()  # as their loop's FLOPs meter
+            b['mask_acc'].item()  # their meters read this every batch
         else:
             outputs = self.model(torch.autograd.Variable(self.x))
             loss = self.criterion(outputs, y)
-        self.opts.zero_grad()
-        loss.backward()
-        self.opts.step()
+            self.opts.zero_grad()
+            loss.backward()
+            self.opts.step()
         prec1, prec5 = R.eval.accuracy(outputs.data, y.data, topk=(1, 5))  # their meters read these every batch
-        if self.ftwt:
-            mask_acc.item()
         prec1.item()
         prec5.item()
         return loss.item()
@@ -325,8 +376,8 @@ def load_hebbnb_baseline(
 
 # ---------------------------------------------------------------------------------------------------------- heads only
 @dataclass
-class HeadsConfig:
-    "Heads-only training of the reference predictors on a frozen hebbnb baseline (as `hebbnb-train --train heads`)."
+class RunConfig:
+    "What every training run of the reference code fixes (`heads` and `ftwt`); the defaults are the heads run's."
 
     reference: str = ''  # checkout of selkerdawy/FTWT
     arch: str = 'resnet20'  # one of ARCHS (needs a hebbnb baseline checkpoint of it)
@@ -338,7 +389,7 @@ class HeadsConfig:
     test_subset: int | None = None  # class-balanced test subset: smoke runs only (default: the full test set)
     batch_size: int = 128  # training batch (evaluation uses twice this)
     mlr: float = 0.1  # head learning rate (their --mlr; their default 0.1)
-    momentum: float = 0.9  # head SGD momentum (theirs)
+    momentum: float = 0.9  # SGD momentum (theirs, backbone and heads)
     schedule: str = (
         'cosine'  # head lr: 'cosine' (as hebbnb's heads run) or 'constant' (their cifar.py never decays the head lr)
     )
@@ -350,8 +401,30 @@ class HeadsConfig:
     out: str = 'runs/reference/heads'  # output folder: last.pt, log.csv, metrics.json
 
 
-def check_heads_config(c: HeadsConfig) -> HeadsConfig:
-    "Validate `c`; raise a one-line `ValueError`/`FileNotFoundError`."
+@dataclass
+class HeadsConfig(RunConfig):
+    "Heads-only training of the reference predictors on a frozen hebbnb baseline (as `hebbnb-train --train heads`)."
+
+
+@dataclass
+class FtwtConfig(RunConfig):
+    "Their full FTWT (backbone and heads, cifar.py `train`) from a hebbnb baseline, as `dynamic_study.sh long` runs it."
+
+    epochs: int = 30  # epochs (hebbnb's long runs: 30)
+    subset: int | None = None  # class-balanced training subset (default: the full training set, as the long runs)
+    schedule: str = 'constant'  # head lr: 'constant' (their cifar.py: no head scheduler) or 'cosine' (hebbnb's)
+    out: str = 'runs/reference/long_softmax'  # output folder: last.pt, log.csv, metrics.json
+    lr: float = 0.01  # backbone learning rate, cosine to 0 over `epochs` (their --lr, --lr_scheduler_b cosine)
+    weight_decay: float = 5e-4  # backbone weight decay (their --wd; the heads have none)
+    cooldown: float = 0.5  # mask loss (w = 1) before epoch int(cooldown * epochs), w = 0 from it on (their --cooldown)
+    mode: str = 'decoupled'  # their --mode: 'decoupled' (heads read a detached input) or 'joint'
+    train: str = 'all'  # backbone and heads learn (how collect_dynamic.py tells full runs from heads-only runs)
+
+
+def check_heads_config(
+    c: RunConfig,  # a heads or ftwt run
+) -> RunConfig:  # `c`
+    "Validate the fields every run has; raise a one-line `ValueError`/`FileNotFoundError`."
     check_reference(c.reference)
     _check_arch(c.arch)
     check_r(c.r)
@@ -369,6 +442,24 @@ def check_heads_config(c: HeadsConfig) -> HeadsConfig:
         raise ValueError(f"mlr must be a positive number, got {c.mlr}")
     if c.schedule not in ('cosine', 'constant'):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {c.schedule!r}")
+    return c
+
+
+def check_ftwt_config(
+    c: FtwtConfig,  # a full FTWT run
+) -> FtwtConfig:  # `c`
+    "Validate a full FTWT run: the common fields, then lr, weight decay, cooldown, mode."
+    check_heads_config(c)
+    if not (c.lr > 0 and math.isfinite(c.lr)):
+        raise ValueError(f"lr must be a positive number, got {c.lr}")
+    if not (c.weight_decay >= 0 and math.isfinite(c.weight_decay)):
+        raise ValueError(f"weight_decay must be a non-negative number, got {c.weight_decay}")
+    if not 0 <= c.cooldown <= 1:
+        raise ValueError(f"cooldown must be a fraction in [0, 1], got {c.cooldown}")
+    if c.mode not in ('decoupled', 'joint'):
+        raise ValueError(f"mode must be 'decoupled' or 'joint', got {c.mode!r}")
+    if c.train != 'all':
+        raise ValueError(f"a full FTWT run trains backbone and heads: train must be 'all', got {c.train!r}")
     return c
 
 
@@ -529,44 +620,61 @@ LOG_FIELDS = [
     'dynamic_saving_ref',
     'seconds',
 ]
+# a full FTWT run's log.csv: the heads run's measures, and the training losses under hebbnb's log names (loss = ce +
+# w * mask_loss; mask_loss unweighted), the head weights' relative change over the epoch, and its training time
+FTWT_LOG_FIELDS = (
+    ['epoch', 'lr', 'mlr', 'w', 'loss', 'ce', 'mask_loss', 'train_top1', 'train_mask_accuracy_ref', 'head_update']
+    + LOG_FIELDS[LOG_FIELDS.index('top1') : -1]
+    + ['train_seconds', 'seconds']
+)
+HEADS_FORMAT, FTWT_FORMAT = 'reference-heads-v1', 'reference-ftwt-v1'  # last.pt's `format`
+HEADS_SAME = (  # options a heads run's last.pt must share with the run that resumes it
+    'arch',
+    'init',
+    'dataset',
+    'epochs',
+    'subset',
+    'test_subset',
+    'batch_size',
+    'mlr',
+    'momentum',
+    'schedule',
+    'softmax',
+    'r',
+    'seed',
+    'max_steps',
+)
+FTWT_SAME = HEADS_SAME + ('lr', 'weight_decay', 'cooldown', 'mode', 'train')  # and a full FTWT run's
 
 
-def _write_log(rows, out: Path):
+def _write_log(rows, out: Path, names: list = LOG_FIELDS):
     tmp = out / '.log.csv.tmp'
     with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
+        w = csv.DictWriter(f, names, extrasaction='ignore')
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, out / 'log.csv')
 
 
-def _resume(c: HeadsConfig, model, opt, sched) -> tuple[int, list, dict]:
-    "Continue from `c.out`/last.pt if it exists: (next epoch, log rows, last metrics); the options must be unchanged."
+def _load_last(c: RunConfig, fmt: str, same: tuple) -> dict | None:
+    "`c.out`/last.pt (None when there is none); a one-line `ValueError` if it is another kind or has other options."
     p = Path(c.out) / 'last.pt'
     if not p.is_file():
-        return 0, [], {}
-    ck = torch.load(p, map_location='cpu', weights_only=False)
-    if not isinstance(ck, dict) or ck.get('format') != 'reference-heads-v1':
-        raise ValueError(f"{p} is not a reference heads checkpoint")
-    same = (
-        'arch',
-        'init',
-        'dataset',
-        'epochs',
-        'subset',
-        'test_subset',
-        'batch_size',
-        'mlr',
-        'momentum',
-        'schedule',
-        'softmax',
-        'r',
-        'seed',
-        'max_steps',
-    )
+        return None
+    ck = torch.load(p, map_location='cpu', weights_only=False)  # our own file, written by `_end_epoch`
+    if not isinstance(ck, dict) or ck.get('format') != fmt:
+        raise ValueError(f"{p} is not a reference {'heads' if fmt == HEADS_FORMAT else 'FTWT'} checkpoint")
     changed = [k for k in same if ck['config'].get(k) != getattr(c, k)]
     if changed:
         raise ValueError(f"{p} was written with other options ({', '.join(changed)}); use another --out")
+    return ck
+
+
+def _resume(c: HeadsConfig, model, opt, sched) -> tuple[int, list, dict]:
+    "Continue from `c.out`/last.pt if it exists: (next epoch, log rows, last metrics); the options must be unchanged."
+    ck = _load_last(c, HEADS_FORMAT, HEADS_SAME)
+    if ck is None:
+        return 0, [], {}
     model.load_state_dict(ck['model'])
     opt.load_state_dict(ck['opt'])
     sched.load_state_dict(ck['sched'])
@@ -574,10 +682,43 @@ def _resume(c: HeadsConfig, model, opt, sched) -> tuple[int, list, dict]:
     return ck['epoch'], ck['log'], ck['metrics']
 
 
+def _resume_ftwt(c: FtwtConfig, model, opts, scheds: list) -> tuple[int, list, dict]:
+    "As `_resume`, for a full FTWT run: both optimisers (their `MultipleOptimizer`) and both schedules."
+    ck = _load_last(c, FTWT_FORMAT, FTWT_SAME)
+    if ck is None:
+        return 0, [], {}
+    model.load_state_dict(ck['model'])
+    opts.load_state_dict(ck['opt'])  # theirs: a list, one state per optimiser
+    for s, state in zip(scheds, ck['sched'], strict=True):
+        s.load_state_dict(state)
+    torch.set_rng_state(ck['rng'])
+    return ck['epoch'], ck['log'], ck['metrics']
+
+
+def _end_epoch(c: RunConfig, fmt: str, names: list, model, opt_state, sched_state, rows: list, res: dict):
+    "After an epoch (its row appended to `rows`): write last.pt atomically, then log.csv."
+    out = Path(c.out)
+    save_atomic(
+        dict(
+            format=fmt,
+            config=asdict(c),
+            epoch=rows[-1]['epoch'],
+            model=model.state_dict(),
+            opt=opt_state,
+            sched=sched_state,
+            rng=torch.get_rng_state(),
+            log=rows,
+            metrics=res,
+        ),
+        out / 'last.pt',
+    )
+    _write_log(rows, out, names)
+
+
 def data_config(
-    c: HeadsConfig,  # the heads run: arch, dataset, data, subset, test_subset, batch_size, seed
+    c: RunConfig,  # the run: arch, dataset, data, subset, test_subset, batch_size, seed
 ) -> TrainConfig:  # never downloads: the baseline was trained on the same local data
-    "The hebbnb config whose `make_data` gives a heads run (trained or evaluated) its batches, built in one place."
+    "The hebbnb config whose `make_data` gives a run (trained or evaluated) its batches, built in one place."
     return TrainConfig(
         arch=c.arch,
         dataset=c.dataset,
@@ -590,32 +731,83 @@ def data_config(
     )
 
 
+def install_heads(
+    R: types.SimpleNamespace,  # `import_reference`
+    model: nn.Module,  # their dense model (holding the baseline)
+    c: RunConfig,  # the run: arch, r, softmax and, for a full FTWT run, mode
+    num_classes: int,  # classes
+) -> list:  # their ConvWithMask layers in forward order
+    "Their mask predictors, installed by their `fuse_masking` as their cifar.py does (heads runs: decoupled)."
+    mode = c.mode if isinstance(c, FtwtConfig) else 'decoupled'
+    return R.utils.fuse_masking(
+        types.SimpleNamespace(module=model), None, ftwt_args(c.arch, c.r, c.softmax, mode, num_classes)
+    )
+
+
+def _setup(c: RunConfig):
+    "Threads and seeds, hebbnb's batches, their model holding our baseline (logits checked), their heads installed."
+    torch.set_num_threads(c.threads)
+    torch.manual_seed(c.seed)
+    random.seed(c.seed)
+    R = import_reference(c.reference)
+    train_loader, test_loader, nc = make_data(data_config(c), Runtime(torch.device('cpu')))
+    model, _ = build_reference(c.reference, c.arch, num_classes=nc)
+    check = load_hebbnb_baseline(model, c.init, c.arch, x=next(iter(test_loader))[0][:64])  # on real test images
+    layers = install_heads(R, model, c, nc)  # draws the heads' random initialisation
+    return R, train_loader, test_loader, model, layers, check
+
+
+def head_schedule(c: RunConfig, opt) -> torch.optim.lr_scheduler.LRScheduler:
+    "The heads' lr schedule, stepped per epoch: cosine to 0 over `c.epochs`, or constant."
+    if c.schedule == 'cosine':
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+
+
+def _final_metrics(c: RunConfig, R, rows: list, res: dict, check: dict, command: str, train: str, **extra) -> dict:
+    "metrics.json: who ran what, the last epoch's log row and measures, the run's time; written to `c.out`."
+    if not rows:
+        raise ValueError(f"{Path(c.out) / 'last.pt'} holds no finished epoch")
+    skip = ('epoch', 'lr', 'mlr', 'w', 'seconds', 'train_seconds')  # per epoch, not the run's (lr, mlr: the config's)
+    final = dict(
+        code='reference (github selkerdawy/FTWT)',
+        reference_commit=R.commit,
+        arch=c.arch,
+        train=train,
+        r=c.r,
+        softmax=c.softmax,
+        mlr=c.mlr,
+        schedule=c.schedule,
+        **extra,
+        epochs=c.epochs,
+        subset=c.subset,
+        test_subset=c.test_subset,
+        **{k: v for k, v in rows[-1].items() if k not in skip},
+        per_layer=res.get('per_layer'),
+        baseline_check=check,
+        seconds=sum(row['seconds'] for row in rows),
+        torch=torch.__version__,
+        threads=c.threads,
+        config=asdict(c),
+        command=command,
+    )
+    (Path(c.out) / 'metrics.json').write_text(json.dumps(final, indent=2))
+    return final
+
+
 def train_heads(
     c: HeadsConfig,  # the run
     command: str = '',  # the command line, recorded in metrics.json
 ) -> dict:  # final metrics, as written to metrics.json
     "Train their predictors on their ResNet/VGG holding our frozen baseline; evaluate and log after every epoch."
     check_heads_config(c)
-    torch.set_num_threads(c.threads)
-    torch.manual_seed(c.seed)
-    random.seed(c.seed)
-    R, out = import_reference(c.reference), Path(c.out)
-    rt = Runtime(torch.device('cpu'))
-    train_loader, test_loader, nc = make_data(data_config(c), rt)
-    model, _ = build_reference(c.reference, c.arch, num_classes=nc)
-    check = load_hebbnb_baseline(model, c.init, c.arch, x=next(iter(test_loader))[0][:64])  # on real test images
-    layers = R.utils.fuse_masking(
-        types.SimpleNamespace(module=model), None, ftwt_args(c.arch, c.r, c.softmax, num_classes=nc)
-    )
+    R, train_loader, test_loader, model, layers, check = _setup(c)
+    out = Path(c.out)
     heads = freeze_reference_backbone(model)
     opt = torch.optim.SGD(
         [{'params': heads, 'weight_decay': 0.0, 'lr': c.mlr}], momentum=c.momentum
     )  # their head optimiser
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
-        if c.schedule == 'cosine'
-        else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    )
+    sched = head_schedule(c, opt)
     start, rows, res = _resume(c, model, opt, sched)
     out.mkdir(parents=True, exist_ok=True)
     print(f"reference heads: {json.dumps(asdict(c))}  baseline check {check}  reference {R.commit}", flush=True)
@@ -636,21 +828,7 @@ def train_heads(
                 seconds=time.time() - t0,
             )
         )
-        _write_log(rows, out)
-        save_atomic(
-            dict(
-                format='reference-heads-v1',
-                config=asdict(c),
-                epoch=epoch + 1,
-                model=model.state_dict(),
-                opt=opt.state_dict(),
-                sched=sched.state_dict(),
-                rng=torch.get_rng_state(),
-                log=rows,
-                metrics=res,
-            ),
-            out / 'last.pt',
-        )
+        _end_epoch(c, HEADS_FORMAT, LOG_FIELDS, model, opt.state_dict(), sched.state_dict(), rows, res)
         print(
             f"epoch {epoch + 1}/{c.epochs}  mlr {mlr:.4g}  mask loss {tr['mask_loss']:.3f}  top1 {res['top1']:.2f}%  "
             f"mask acc {res['mask_accuracy']:.1f}% (theirs {res['mask_accuracy_ref']:.1f}%)  "
@@ -658,70 +836,159 @@ def train_heads(
             f"F1 {res['f1']:.1f}%  dynamic filters {res['dynamic_filters']:.2f}%  {rows[-1]['seconds']:.0f}s",
             flush=True,
         )
-    if not rows:
-        raise ValueError(f"{out / 'last.pt'} holds no finished epoch")
-    final = dict(
-        code='reference (github selkerdawy/FTWT)',
-        reference_commit=R.commit,
-        arch=c.arch,
-        train='heads',
-        r=c.r,
-        softmax=c.softmax,
-        mlr=c.mlr,
-        schedule=c.schedule,
-        epochs=c.epochs,
-        subset=c.subset,
-        test_subset=c.test_subset,
-        **{k: v for k, v in rows[-1].items() if k not in ('epoch', 'mlr', 'seconds')},
-        per_layer=res.get('per_layer'),
-        baseline_check=check,
-        seconds=sum(row['seconds'] for row in rows),
-        torch=torch.__version__,
-        threads=c.threads,
-        config=asdict(c),
-        command=command,
+    return _final_metrics(c, R, rows, res, check, command, 'heads')
+
+
+# ------------------------------------------------------------------------------------------------------------ full FTWT
+def reference_mask_weight(
+    c: FtwtConfig,  # the run: cooldown, epochs
+    epoch: int,  # 0-based epoch
+) -> float:
+    "Their cifar.py `mask_weight`: 1 before epoch int(cooldown * epochs), 0 from it on."
+    return 0.0 if epoch >= int(c.cooldown * c.epochs) else 1.0
+
+
+def _head_vector(model) -> Tensor:
+    return torch.cat([p.detach().flatten() for n, p in model.named_parameters() if is_head(n)])
+
+
+def ftwt_epoch(
+    R: types.SimpleNamespace,  # `import_reference`
+    model: nn.Module,  # their model with heads
+    loader,  # training batches (x, y)
+    opts,  # their `MultipleOptimizer`: backbone SGD, then head SGD
+    w: float,  # mask-loss weight of this epoch (`reference_mask_weight`)
+    max_steps: int | None = None,  # cut the epoch after this many batches
+) -> dict:  # loss, ce, mask_loss, train_top1, train_mask_accuracy_ref (per image), head_update
+    "One epoch of their cifar.py `train`: the whole model in train mode, `ftwt_batch` on every batch."
+    model.train()
+    h0 = _head_vector(model)
+    sums = torch.zeros(6, dtype=torch.float64)  # loss, ce, mask loss, their mask accuracy (%), correct, images
+    for i, (x, y) in enumerate(_batches(loader, max_steps)):
+        b = ftwt_batch(R, model, opts, x, y, w)
+        if not torch.isfinite(b['loss']):
+            raise ValueError(f"loss is {b['loss'].item()} at step {i + 1}; the last epoch's last.pt is kept")
+        sums += torch.tensor(
+            [
+                b['loss'].item() * len(y),
+                b['ce'].item() * len(y),
+                b['mask_loss'].item() * len(y),
+                b['mask_acc'].item() * len(y),
+                (b['outputs'].argmax(1) == y).sum().item(),
+                len(y),
+            ],
+            dtype=torch.float64,
+        )
+    loss, ce, ml, acc, correct, n = sums.tolist()
+    if n == 0:
+        raise ValueError("no training batch in the epoch")
+    h1 = _head_vector(model)
+    return dict(
+        loss=loss / n,
+        ce=ce / n,
+        mask_loss=ml / n,
+        train_top1=100 * correct / n,
+        train_mask_accuracy_ref=acc / n,
+        head_update=((h1 - h0).norm() / h0.norm()).item(),  # ||heads after - heads before|| / ||heads before||
     )
-    (out / 'metrics.json').write_text(json.dumps(final, indent=2))
-    return final
+
+
+def train_ftwt(
+    c: FtwtConfig,  # the run
+    command: str = '',  # the command line, recorded in metrics.json
+) -> dict:  # final metrics, as written to metrics.json
+    "Their full FTWT from our baseline (backbone and heads, mask loss until the cooldown); evaluated every epoch."
+    check_ftwt_config(c)
+    R, train_loader, test_loader, model, layers, check = _setup(c)
+    out = Path(c.out)
+    opts = reference_optimizers(R, model, lr=c.lr, mlr=c.mlr, wd=c.weight_decay, momentum=c.momentum)
+    scheds = [  # their scheduler_b (--lr_scheduler_b cosine), stepped per epoch; the heads' (`head_schedule`)
+        torch.optim.lr_scheduler.CosineAnnealingLR(opts[0], T_max=c.epochs, eta_min=0.0),
+        head_schedule(c, opts[1]),
+    ]
+    start, rows, res = _resume_ftwt(c, model, opts, scheds)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"reference ftwt: {json.dumps(asdict(c))}  baseline check {check}  reference {R.commit}", flush=True)
+    if start:
+        print(f"resuming {out / 'last.pt'} at epoch {start + 1}", flush=True)
+    for epoch in range(start, c.epochs):
+        t0, lr, mlr = time.time(), opts[0].param_groups[0]['lr'], opts[1].param_groups[0]['lr']
+        w = reference_mask_weight(c, epoch)
+        train_loader.set_epoch(epoch)
+        tr = ftwt_epoch(R, model, train_loader, opts, w, c.max_steps)
+        t1 = time.time()
+        res = evaluate_reference(R, model, layers, test_loader, c.max_steps)
+        for s in scheds:
+            s.step()
+        rows.append(
+            dict(
+                epoch=epoch + 1,
+                lr=lr,
+                mlr=mlr,
+                w=w,
+                **tr,
+                **{k: v for k, v in res.items() if k in FTWT_LOG_FIELDS},
+                train_seconds=t1 - t0,
+                seconds=time.time() - t0,
+            )
+        )
+        _end_epoch(
+            c, FTWT_FORMAT, FTWT_LOG_FIELDS, model, opts.get_state_dict(), [s.state_dict() for s in scheds], rows, res
+        )
+        print(
+            f"epoch {epoch + 1}/{c.epochs}  lr {lr:.4g}  mlr {mlr:.4g}  w {w:g}  loss {tr['loss']:.3f} "
+            f"(ce {tr['ce']:.3f}, mask {tr['mask_loss']:.3f})  head update {tr['head_update']:.2g}  "
+            f"top1 {res['top1']:.2f}%  mask acc {res['mask_accuracy']:.1f}% (theirs {res['mask_accuracy_ref']:.1f}%)  "
+            f"balanced {res['balanced_accuracy'] or float('nan'):.1f}%  F1 {res['f1'] or float('nan'):.1f}%  "
+            f"dynamic filters {res['dynamic_filters']:.2f}%  saving {res['flops_reduction_ref']:.1f}% "
+            f"(static {res['static_saving_ref']:.1f}, dynamic {res['dynamic_saving_ref']:.1f})  "
+            f"train {rows[-1]['train_seconds']:.0f}s  total {rows[-1]['seconds']:.0f}s",
+            flush=True,
+        )
+    return _final_metrics(
+        c, R, rows, res, check, command, 'all', lr=c.lr, weight_decay=c.weight_decay, cooldown=c.cooldown, mode=c.mode
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------- CLI
-def parser() -> argparse.ArgumentParser:
-    "The command line: `check` (name mapping and logits) and `heads` (heads-only training)."
-    p = argparse.ArgumentParser(prog='reference_ftwt.py', description=__doc__.split('\n')[0])
-    sub = p.add_subparsers(dest='cmd', required=True)
-    ck = sub.add_parser(
-        'check', help='map our baseline into their model and compare dense logits; run one reference FTWT step'
-    )
-    ck.add_argument('--reference', required=True, help='checkout of github selkerdawy/FTWT (outside this repository)')
-    ck.add_argument('--init', default=HeadsConfig.init, help='hebbnb ResNet-20 baseline checkpoint')
-    h = sub.add_parser('heads', help='train their mask predictors on our frozen baseline, evaluated every epoch')
-    help_ = {
-        'reference': 'checkout of github selkerdawy/FTWT (outside this repository)',
-        'arch': f"one of {', '.join(ARCHS)}",
-        'init': 'hebbnb baseline checkpoint loaded into their backbone',
-        'dataset': "'cifar10', or 'synthetic' for tests",
-        'data': 'data folder (default: $HEBBNB_DATA)',
-        'epochs': 'epochs',
-        'subset': 'class-balanced training images (0: all 50,000)',
-        'test_subset': 'class-balanced test images: smoke runs only (default: full test set)',
-        'batch_size': 'training batch',
-        'mlr': 'head learning rate (their --mlr)',
-        'momentum': 'head SGD momentum',
-        'schedule': "'cosine' or 'constant' head lr",
-        'r': 'heatmap-mass threshold of the labels (their --mthresh)',
-        'seed': 'seed of data order and head init',
-        'threads': 'CPU threads',
-        'max_steps': 'batches per epoch (train and eval): smoke runs only',
-        'out': 'output folder',
-    }
-    for f in fields(HeadsConfig):
-        if f.name == 'softmax':
+RUN_HELP = {
+    'reference': 'checkout of github selkerdawy/FTWT (outside this repository)',
+    'arch': f"one of {', '.join(ARCHS)}",
+    'init': 'hebbnb baseline checkpoint loaded into their backbone',
+    'dataset': "'cifar10', or 'synthetic' for tests",
+    'data': 'data folder (default: $HEBBNB_DATA)',
+    'epochs': 'epochs',
+    'subset': 'class-balanced training images (0: all 50,000)',
+    'test_subset': 'class-balanced test images: smoke runs only (default: full test set)',
+    'batch_size': 'training batch',
+    'mlr': 'head learning rate (their --mlr)',
+    'momentum': 'head SGD momentum',
+    'schedule': "'cosine' or 'constant' head lr",
+    'r': 'heatmap-mass threshold of the labels (their --mthresh)',
+    'seed': 'seed of data order and head init',
+    'threads': 'CPU threads',
+    'max_steps': 'batches per epoch (train and eval): smoke runs only',
+    'out': 'output folder',
+}
+FTWT_HELP = RUN_HELP | {
+    'momentum': 'SGD momentum of backbone and heads',
+    'schedule': "head lr: 'constant' (their cifar.py) or 'cosine' (hebbnb's)",
+    'lr': 'backbone learning rate, cosine to 0 over the epochs (their --lr, --lr_scheduler_b cosine)',
+    'weight_decay': 'backbone weight decay (their --wd)',
+    'cooldown': 'mask loss before epoch int(cooldown * epochs), none after (their --cooldown)',
+    'mode': "'decoupled' or 'joint' (their --mode)",
+}
+
+
+def _config_flags(p: argparse.ArgumentParser, cls, help_: dict):
+    "A flag for every field of the config dataclass `cls` that `help_` explains, then --softmax/--no-softmax, --resume."
+    for f in fields(cls):
+        if f.name not in help_:
             continue
         typ = {'int | None': int, 'str | None': str}.get(
             f.type, {'int': int, 'float': float, 'str': str}.get(f.type, str)
         )
-        h.add_argument(
+        p.add_argument(
             '--' + f.name.replace('_', '-'),
             dest=f.name,
             type=typ,
@@ -729,16 +996,35 @@ def parser() -> argparse.ArgumentParser:
             required=f.name == 'reference',
             help=help_[f.name],
         )
-    h.add_argument(
+    p.add_argument(
         '--softmax',
         action=argparse.BooleanOptionalAction,
         default=True,
         help='softmax over the pooled head input (their --softmax 1)',
     )
-    h.add_argument('--resume', action='store_true', help='continue from OUT/last.pt when it exists')
-    ev = sub.add_parser('eval', help="evaluate a heads run's last.pt with hebbnb's measures; writes RUN/eval.json")
-    ev.add_argument('--reference', required=True, help='checkout of github selkerdawy/FTWT (outside this repository)')
-    ev.add_argument('--run', required=True, help='a heads run folder (holds last.pt)')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt when it exists')
+
+
+def parser() -> argparse.ArgumentParser:
+    "The command line: `check` (name mapping and logits), `heads` (heads-only), `ftwt` (full FTWT), `eval`."
+    p = argparse.ArgumentParser(prog='reference_ftwt.py', description=__doc__.split('\n')[0])
+    sub = p.add_subparsers(dest='cmd', required=True)
+    ck = sub.add_parser(
+        'check', help='map our baseline into their model and compare dense logits; run one reference FTWT step'
+    )
+    ck.add_argument('--reference', required=True, help=RUN_HELP['reference'])
+    ck.add_argument('--init', default=HeadsConfig.init, help='hebbnb ResNet-20 baseline checkpoint')
+    h = sub.add_parser('heads', help='train their mask predictors on our frozen baseline, evaluated every epoch')
+    _config_flags(h, HeadsConfig, RUN_HELP)
+    ft = sub.add_parser(
+        'ftwt', help='their full FTWT training loop (backbone and heads) from our baseline, evaluated every epoch'
+    )
+    _config_flags(ft, FtwtConfig, FTWT_HELP)
+    ev = sub.add_parser(
+        'eval', help="evaluate a heads or ftwt run's last.pt with hebbnb's measures; writes RUN/eval.json"
+    )
+    ev.add_argument('--reference', required=True, help=RUN_HELP['reference'])
+    ev.add_argument('--run', required=True, help='a heads or ftwt run folder (holds last.pt)')
     ev.add_argument(
         '--test-subset', type=int, default=None, help='class-balanced test images (default: the full test set)'
     )
@@ -746,20 +1032,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+RUN_FORMATS = {HEADS_FORMAT: HeadsConfig, FTWT_FORMAT: FtwtConfig}  # last.pt's format -> its config
+
+
 def eval_main(a):
-    "Evaluate a finished (or stopped) heads run's last.pt on the test set with hebbnb's measures; write RUN/eval.json."
+    "Evaluate a finished (or stopped) run's last.pt on the test set with hebbnb's measures; write RUN/eval.json."
     run = Path(a.run)
-    ck = torch.load(run / 'last.pt', map_location='cpu', weights_only=False)  # our own file, written by `train_heads`
-    if not isinstance(ck, dict) or ck.get('format') != 'reference-heads-v1':
-        raise ValueError(f"{run / 'last.pt'} is not a reference heads checkpoint")
-    c = HeadsConfig(**{**ck['config'], 'reference': a.reference, 'test_subset': a.test_subset, 'threads': a.threads})
+    ck = torch.load(run / 'last.pt', map_location='cpu', weights_only=False)  # our own file, written by `_end_epoch`
+    if not isinstance(ck, dict) or ck.get('format') not in RUN_FORMATS:
+        raise ValueError(f"{run / 'last.pt'} is not a reference heads or FTWT checkpoint")
+    cls = RUN_FORMATS[ck['format']]
+    c = cls(**{**ck['config'], 'reference': a.reference, 'test_subset': a.test_subset, 'threads': a.threads})
     torch.set_num_threads(c.threads)
     R = import_reference(c.reference)
     _, test_loader, nc = make_data(data_config(c), Runtime(torch.device('cpu')))
     model, _ = build_reference(c.reference, c.arch, num_classes=nc)
-    layers = R.utils.fuse_masking(
-        types.SimpleNamespace(module=model), None, ftwt_args(c.arch, c.r, c.softmax, num_classes=nc)
-    )
+    layers = install_heads(R, model, c, nc)
     model.load_state_dict(ck['model'])
     res = dict(
         evaluate_reference(R, model, layers, test_loader),
@@ -801,13 +1089,14 @@ def main(argv=None):
             return check_main(a)
         if a.cmd == 'eval':
             return eval_main(a)
-        kw = {f.name: getattr(a, f.name) for f in fields(HeadsConfig)}
+        cls, train = (HeadsConfig, train_heads) if a.cmd == 'heads' else (FtwtConfig, train_ftwt)
+        kw = {f.name: getattr(a, f.name) for f in fields(cls) if hasattr(a, f.name)}
         if kw['subset'] == 0:
             kw['subset'] = None
-        c = HeadsConfig(**kw)
+        c = cls(**kw)
         if not a.resume and (Path(c.out) / 'last.pt').is_file():
             raise ValueError(f"{c.out}/last.pt exists; pass --resume or another --out")
-        train_heads(c, command=shlex.join(['python', 'reproduce/reference_ftwt.py', *argv]))
+        train(c, command=shlex.join(['python', 'reproduce/reference_ftwt.py', *argv]))
 
     sys.exit(run_cli('reference_ftwt.py', go, argv))
 
