@@ -4,6 +4,7 @@ Usage: python reproduce/collect.py RUNS_DIR OUT.csv
        python reproduce/collect.py --markdown OUT.csv            # the README's results table, from the CSV
        python reproduce/collect.py --plot OUT.csv FIGURE.png     # top-1 against exact FLOPs reduction, from the CSV
        python reproduce/collect.py --paper OUT.csv               # the README's table of the CSV beside the paper's rows
+       python reproduce/collect.py --estimates ARCH              # before-training estimates of the paper's r values
 Reads RUNS_DIR/*/metrics.json, and RUNS_DIR/estimate_forward|estimate_dense/estimate.json for the before-training
 estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_DIR/*/eval.json, written by
 `hebbnb-eval --ckpt RUN/last.pt > RUN/eval.json`. Reductions and top-1 are in %; macs are mean exact MACs per image.
@@ -11,7 +12,15 @@ estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_
 
 import csv, json, sys
 from pathlib import Path
-from hebbnb.results import PAPER_COLUMNS, beside_paper, markdown_table, plot_accuracy_vs_flops, read_rows, run_label
+from hebbnb.results import (
+    PAPER_CIFAR10,
+    PAPER_COLUMNS,
+    beside_paper,
+    markdown_table,
+    plot_accuracy_vs_flops,
+    read_rows,
+    run_label,
+)
 
 COLUMNS = [
     'dataset',
@@ -119,6 +128,31 @@ def paper_markdown(path: Path) -> str:
     return markdown_table(beside_paper(rows, archs={row['arch'] for row in rows}), PAPER_COLUMNS)
 
 
+def estimate_markdown(arch: str, results: Path = Path('results')) -> str:
+    "The README's table of the before-training estimates (both estimators) of the paper's rows of `arch`."
+    est = {
+        how: {
+            round(e['r'], 4): e
+            for e in json.loads((results / f'cifar10_{arch}_estimate_{how}.json').read_text())['estimates']
+        }
+        for how in ('forward', 'dense')
+    }
+    rows = [
+        dict(
+            run=f"{p['mode']}, {p['r']:g}",
+            **{f'{how}_{k}': est[how][round(p['r'], 4)][k] for how in est for k in ('reduction', 'reduction_paper')},
+            paper=p['flops_reduction_paper'],
+        )
+        for p in PAPER_CIFAR10
+        if p['arch'] == arch
+    ]
+    cols = [('paper row (mode, r)', 'run', '')]
+    for how in est:
+        cols += [(f'{how} estimate, exact (%)', f'{how}_reduction', '.1f')]
+        cols += [(f'{how} estimate, paper convention (%)', f'{how}_reduction_paper', '.1f')]
+    return markdown_table(rows, cols + [("paper's realised reduction, its convention (%)", 'paper', '')])
+
+
 def plot(path: Path, png: Path):
     "results/cifar10_resnet20_accuracy_vs_flops.png (README, notebook 90), from a CSV written by `collect`."
     plot_accuracy_vs_flops(read_rows(path), 'ResNet-20, CIFAR-10 (CPU-scale schedules)').savefig(png, dpi=120)
@@ -127,6 +161,8 @@ def plot(path: Path, png: Path):
 if __name__ == '__main__':
     if len(sys.argv) == 3 and sys.argv[1] == '--markdown':
         print(markdown(Path(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == '--estimates':
+        print(estimate_markdown(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == '--paper':
         print(paper_markdown(Path(sys.argv[2])))
     elif len(sys.argv) == 4 and sys.argv[1] == '--plot':

@@ -320,3 +320,38 @@ def test_every_result_file_has_its_producer():
     )
     missing = [f.name for f in sorted((ROOT / 'results').iterdir()) if f.name not in scripts]
     assert not missing, f'no command in reproduce/ writes {missing}'
+
+
+def resnet56_facts() -> list[str]:
+    "The README's ResNet-56 sentences, rebuilt from results/cifar10_resnet56.csv, its estimates and the paper's rows."
+    from hebbnb.results import PAPER_CIFAR10
+
+    base = next(r for r in read_rows(ROOT / 'results' / 'cifar10_resnet56.csv') if r['method'] == 'baseline')
+    paper = [p for p in PAPER_CIFAR10 if p['arch'] == 'resnet56']
+    dense = {
+        round(e['r'], 4): e['reduction_paper']
+        for e in json.load(open(ROOT / 'results' / 'cifar10_resnet56_estimate_dense.json'))['estimates']
+    }
+    gap = max(abs(dense[round(p['r'], 4)] - p['flops_reduction_paper']) for p in paper)
+    return [
+        f"{base['epochs']} epochs with a cosine learning rate",
+        f"reached {base['top1']:.2f}% top-1 on the JPEG copy",
+        f"{base['macs'] / 1e6:.2f} MMACs",
+        f"{90 - base['top1']:.2f} points under the 90% aimed for and "
+        f"{paper[0]['baseline'] - base['top1']:.2f} under the paper's {paper[0]['baseline']:.2f}%",
+        f"within {within(gap)} points of both of the paper's realised reductions",
+        f"{paper[0]['baseline'] - base['top1']:.2f} points stronger",
+    ]
+
+
+def test_readme_resnet56_section_is_the_csv():
+    "The README's ResNet-56 baseline sentence and estimate table are what the committed CSV and estimate files give."
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('collect', ROOT / 'reproduce' / 'collect.py')
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    readme = (ROOT / 'README.md').read_text()
+    assert collect.estimate_markdown('resnet56', ROOT / 'results') in readme
+    missing = [f for f in resnet56_facts() if f not in flat(readme)]
+    assert not missing, f'README.md no longer says (from the CSV): {missing}'
