@@ -10,8 +10,9 @@ import csv, math
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['KINDS', 'PAPER_CIFAR10', 'MODEL_NAMES', 'PAPER_COLUMNS', 'number', 'read_rows', 'run_label', 'cell', 'markdown_table',
-           'run_kind', 'plot_accuracy_vs_flops', 'estimate_gap', 'realised_note', 'beside_paper']
+__all__ = ['KINDS', 'PAPER_CIFAR10', 'MODEL_NAMES', 'PAPER_COLUMNS', 'ESTIMATE_COLUMNS', 'number', 'read_rows', 'run_label',
+           'cell', 'markdown_table', 'run_kind', 'plot_accuracy_vs_flops', 'estimate_gap', 'realised_note',
+           'beside_paper', 'paper_estimates']
 
 # %% ../nbs/08a_results.ipynb #c006
 def number(v: str | None):  # one CSV cell, as csv.DictReader gives it
@@ -141,3 +142,19 @@ PAPER_COLUMNS = [('source', 'source', ''), ('model', 'model', ''), ('mode, r', '
                  ('baseline top-1 (%)', 'baseline', '.2f'), ('FTWT top-1 (%)', 'top1', '.2f'),
                  ('drop (points)', lambda row: row['baseline'] - row['top1'], '.2f'),
                  ('FLOPs reduction, paper convention (%)', 'paper', '.1f'), ('exact FLOPs reduction (%)', 'exact', '.1f')]
+
+def paper_estimates(arch: str,                       # an architecture of `PAPER_CIFAR10`, e.g. 'resnet56'
+                    results: Path = Path('results'),  # folder of results/cifar10_{arch}_estimate_{forward,dense}.json
+                   ) -> list[dict]:  # one per paper row: run, and {forward,dense}_{reduction,reduction_paper} (%)
+    "The paper's rows of `arch` with hebbnb-estimate's before-training reductions of their r, both estimators."
+    import json
+    est = {how: {round(e['r'], 4): e for e in json.loads(Path(results, f'cifar10_{arch}_estimate_{how}.json')
+                                                          .read_text())['estimates']} for how in ('forward', 'dense')}
+    return [dict(p, run=f"{p['mode']}, {p['r']:g}",
+                 **{f'{how}_{k}': est[how][round(p['r'], 4)][k] for how in est for k in ('reduction', 'reduction_paper')})
+            for p in PAPER_CIFAR10 if p['arch'] == arch]
+
+ESTIMATE_COLUMNS = [('paper row (mode, r)', 'run', '')] + [
+    (f'{how} estimate, {conv} (%)', f'{how}_{key}', '.1f') for how in ('forward', 'dense')
+    for conv, key in (('exact', 'reduction'), ('paper convention', 'reduction_paper'))] + [
+    ("paper's realised reduction, its convention (%)", 'flops_reduction_paper', '')]

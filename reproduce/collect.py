@@ -13,7 +13,8 @@ estimates. Runs made before hebbnb reported `dynamic_filters` take it from RUNS_
 import csv, json, sys
 from pathlib import Path
 from hebbnb.results import (
-    PAPER_CIFAR10,
+    ESTIMATE_COLUMNS,
+    paper_estimates,
     PAPER_COLUMNS,
     beside_paper,
     markdown_table,
@@ -130,27 +131,7 @@ def paper_markdown(path: Path) -> str:
 
 def estimate_markdown(arch: str, results: Path = Path('results')) -> str:
     "The README's table of the before-training estimates (both estimators) of the paper's rows of `arch`."
-    est = {
-        how: {
-            round(e['r'], 4): e
-            for e in json.loads((results / f'cifar10_{arch}_estimate_{how}.json').read_text())['estimates']
-        }
-        for how in ('forward', 'dense')
-    }
-    rows = [
-        dict(
-            run=f"{p['mode']}, {p['r']:g}",
-            **{f'{how}_{k}': est[how][round(p['r'], 4)][k] for how in est for k in ('reduction', 'reduction_paper')},
-            paper=p['flops_reduction_paper'],
-        )
-        for p in PAPER_CIFAR10
-        if p['arch'] == arch
-    ]
-    cols = [('paper row (mode, r)', 'run', '')]
-    for how in est:
-        cols += [(f'{how} estimate, exact (%)', f'{how}_reduction', '.1f')]
-        cols += [(f'{how} estimate, paper convention (%)', f'{how}_reduction_paper', '.1f')]
-    return markdown_table(rows, cols + [("paper's realised reduction, its convention (%)", 'paper', '')])
+    return markdown_table(paper_estimates(arch, results), ESTIMATE_COLUMNS)
 
 
 def plot(path: Path, png: Path):
