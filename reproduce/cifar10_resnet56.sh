@@ -35,7 +35,7 @@ stage_estimate() {
 }
 ftwt() {  # ftwt NAME ARGS...
   local name=$1; shift
-  restore "$name"
+  restore baseline; restore "$name"   # the baseline is the runs' --init
   done_run "$RUNS/$name" || hebbnb-train --config cifar10_resnet56 --init "$BASE" "${COMMON[@]}" --epochs 10 --lr 0.01 \
     --mlr 0.1 --cooldown 0.5 "$@" --out "$RUNS/$name" --resume
 }
