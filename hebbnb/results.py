@@ -141,7 +141,8 @@ def beside_paper(rows: list[dict],          # typed rows of one or more results 
 PAPER_COLUMNS = [('source', 'source', ''), ('model', 'model', ''), ('mode, r', 'run', ''), ('epochs', 'epochs', ''),
                  ('baseline top-1 (%)', 'baseline', '.2f'), ('FTWT top-1 (%)', 'top1', '.2f'),
                  ('drop (points)', lambda row: row['baseline'] - row['top1'], '.2f'),
-                 ('FLOPs reduction, paper convention (%)', 'paper', '.1f'), ('exact FLOPs reduction (%)', 'exact', '.1f')]
+                 ('FLOPs reduction, paper convention (%)', 'paper', '.1f'),
+                 ('exact FLOPs reduction (%)', 'exact', '.1f')]
 
 def paper_estimates(arch: str,                       # an architecture of `PAPER_CIFAR10`, e.g. 'resnet56'
                     results: Path = Path('results'),  # folder of results/cifar10_{arch}_estimate_{forward,dense}.json
@@ -150,8 +151,9 @@ def paper_estimates(arch: str,                       # an architecture of `PAPER
     import json
     est = {how: {round(e['r'], 4): e for e in json.loads(Path(results, f'cifar10_{arch}_estimate_{how}.json')
                                                           .read_text())['estimates']} for how in ('forward', 'dense')}
+    keys = ('reduction', 'reduction_paper')
     return [dict(p, run=f"{p['mode']}, {p['r']:g}",
-                 **{f'{how}_{k}': est[how][round(p['r'], 4)][k] for how in est for k in ('reduction', 'reduction_paper')})
+                 **{f'{how}_{k}': est[how][round(p['r'], 4)][k] for how in est for k in keys})
             for p in PAPER_CIFAR10 if p['arch'] == arch]
 
 ESTIMATE_COLUMNS = [('paper row (mode, r)', 'run', '')] + [

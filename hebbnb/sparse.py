@@ -414,7 +414,7 @@ def to_sparse(model: nn.Module,             # trained gated model
               tune: bool = False,           # time each layer shape to choose layouts and dense fallbacks
               warm: Tensor | None = None,   # images (N, 3, H, W) to run once at load (kernels created, blocks packed)
               pack: bool = True,            # prepack repeated weight blocks for oneDNN (see `SparseConv`)
-              keep_all: bool = False,       # keep every filter (`SparseNet.keep_all`): the dense baseline of the backend
+              keep_all: bool = False,       # keep every filter (`SparseNet.keep_all`): the backend's dense baseline
              ) -> SparseNet:
     "Compile a trained gated model, once, into a batch-1 sparse executor."
     net = SparseNet(model, block, pack)
