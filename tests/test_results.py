@@ -11,6 +11,16 @@ DATA = os.environ.get('HEBBNB_DATA')
 needs_data = pytest.mark.skipif(not DATA, reason='set HEBBNB_DATA to the folder holding cifar10-jpeg.tar.gz')
 
 
+def reproduce_module(name: str):
+    "A script of reproduce/ (e.g. 'collect'), imported as a module."
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'reproduce' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def rows(name='cifar10_resnet20.csv') -> list[dict]:
     return list(csv.DictReader(open(ROOT / 'results' / name)))
 
@@ -83,11 +93,7 @@ def test_committed_checkpoints_reproduce_their_metrics(name):
 
 def test_readme_results_table_is_the_csv():
     "The README's results table is rendered from results/cifar10_resnet20.csv, so the two cannot drift apart."
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('collect', ROOT / 'reproduce' / 'collect.py')
-    collect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(collect)
+    collect = reproduce_module('collect')
     assert collect.markdown(ROOT / 'results' / 'cifar10_resnet20.csv') in (ROOT / 'README.md').read_text()
 
 
@@ -135,11 +141,7 @@ def test_readme_speed_section_is_the_csv():
 
 def test_readme_training_speed_table_is_the_csv():
     "The README's training-speed table is rendered from results/train_step.csv (reproduce/train_step.py --markdown)."
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('train_step', ROOT / 'reproduce' / 'train_step.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = reproduce_module('train_step')
     rs = rows('train_step.csv')
     assert {(r['arch'], r['step'], r['variant']) for r in rs} >= {
         (a, s, v) for a in ('resnet20', 'resnet56', 'vgg16_bn') for s in ('train', 'eval') for v in ('dense', 'ftwt')
@@ -150,11 +152,7 @@ def test_readme_training_speed_table_is_the_csv():
 
 def test_readme_dynamic_tables_are_the_csvs():
     "The README's is-FTWT-dynamic tables are rendered from results/dynamic_summary.csv and the saving-split CSV."
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('collect_dynamic', ROOT / 'reproduce' / 'collect_dynamic.py')
-    cd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cd)
+    cd = reproduce_module('collect_dynamic')
     readme = (ROOT / 'README.md').read_text()
     assert cd.markdown(ROOT / 'results' / 'dynamic_summary.csv') in readme
     assert cd.markdown_split(ROOT / 'results' / 'cifar10_resnet20_saving_split.csv') in readme
@@ -346,11 +344,7 @@ def resnet56_facts() -> list[str]:
 
 def test_readme_resnet56_section_is_the_csv():
     "The README's ResNet-56 baseline sentence and estimate table are what the committed CSV and estimate files give."
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('collect', ROOT / 'reproduce' / 'collect.py')
-    collect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(collect)
+    collect = reproduce_module('collect')
     readme = (ROOT / 'README.md').read_text()
     assert collect.estimate_markdown('resnet56', ROOT / 'results') in readme
     missing = [f for f in resnet56_facts() if f not in flat(readme)]
